@@ -1,0 +1,117 @@
+"""Byte-level language modelling: tokens are the raw bytes of UTF-8 text (vocabulary 256).
+
+The corpus is split contiguously: the first ``1 - val_fraction`` of the bytes is training data,
+the tail is validation, so no training window ever sees validation text. A training batch is
+``B`` windows of ``seq_len + 1`` bytes at random offsets drawn from ``(seed, step)``; inputs are
+``window[:-1]`` and targets ``window[1:]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor
+
+from lrtransfer.data.base import check_batch_size, chunk, step_generator
+from lrtransfer.data.corpus import load_corpus
+
+VOCAB_SIZE = 256
+
+
+class TextDataConfig(BaseModel):
+    """Byte-level next-token prediction on a fixed text corpus."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["text"] = Field("text", description="Discriminator: byte-level language modelling.")
+    corpus: Literal["shakespeare", "stdlib", "files"] = Field(
+        "shakespeare", description="Shakespeare (fetched once), this Python's stdlib source, or user files."
+    )
+    paths: list[str] = Field(default_factory=list, description="Files or globs to read when corpus='files'.")
+    seq_len: int = Field(128, ge=1, description="Tokens (bytes) per training sequence.")
+    val_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="Tail fraction of the corpus held out.")
+    val_tokens: int = Field(
+        16384, ge=1, description="Validation tokens evaluated (rounded down to whole windows of seq_len)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TextDataConfig:
+        if self.corpus == "files" and not self.paths:
+            raise ValueError("paths: must list at least one file or glob when corpus='files'")
+        if self.corpus != "files" and self.paths:
+            raise ValueError(f"paths: only used with corpus='files', not corpus={self.corpus!r}")
+        if self.val_tokens < self.seq_len:
+            raise ValueError(f"val_tokens: must be >= seq_len ({self.seq_len}), got {self.val_tokens}")
+        return self
+
+
+class TextDataset:
+    """Random training windows and fixed validation windows over one byte corpus.
+
+    Attributes:
+        data: the whole corpus as a uint8 tensor.
+        n_train: bytes ``[0, n_train)`` are training data, ``[n_train, len(data))`` validation.
+    """
+
+    task = "lm"
+    input_dim = VOCAB_SIZE
+    output_dim = VOCAB_SIZE
+
+    def __init__(self, cfg: TextDataConfig, data: bytes | None = None) -> None:
+        """Load the corpus named by ``cfg`` (or use ``data`` directly) and split it."""
+        self.cfg = cfg
+        raw = data if data is not None else load_corpus(cfg.corpus, cfg.paths)
+        self.data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+        self.n_train = len(raw) - int(round(cfg.val_fraction * len(raw)))
+        self._check_sizes()
+        self._val = self._val_windows()
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens per sequence."""
+        return self.cfg.seq_len
+
+    def _check_sizes(self) -> None:
+        window = self.seq_len + 1
+        if self.n_train < window:
+            raise ValueError(
+                f"seq_len: training split has {self.n_train} bytes, fewer than seq_len + 1 = {window}"
+            )
+        if len(self.data) - self.n_train < window:
+            raise ValueError(
+                f"val_fraction: validation split has {len(self.data) - self.n_train} bytes, "
+                f"fewer than seq_len + 1 = {window}; raise val_fraction or use a larger corpus"
+            )
+
+    def _windows(self, starts: Tensor) -> tuple[Tensor, Tensor]:
+        idx = starts[:, None] + torch.arange(self.seq_len + 1)
+        window = self.data[idx].long()
+        return window[:, :-1], window[:, 1:]
+
+    def _val_windows(self) -> tuple[Tensor, Tensor]:
+        """Non-overlapping windows spread evenly over the validation split."""
+        window = self.seq_len + 1
+        n_val = len(self.data) - self.n_train
+        count = min(self.cfg.val_tokens // self.seq_len, n_val // window)
+        stride = n_val // count  # >= window, so the windows never overlap
+        starts = self.n_train + stride * torch.arange(count)
+        return self._windows(starts)
+
+    def train_batch(self, step: int, batch_size: int, seed: int) -> tuple[Tensor, Tensor]:
+        """``(x, y)`` int64 of shape ``[batch_size, seq_len]``; a pure function of ``(seed, step)``."""
+        check_batch_size(batch_size)
+        gen = step_generator(seed, step)
+        starts = torch.randint(0, self.n_train - self.seq_len, (batch_size,), generator=gen)
+        return self._windows(starts)
+
+    def val_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The same ``val_tokens // seq_len`` validation windows on every call."""
+        return chunk(*self._val, batch_size)
+
+    def loss(self, output: Tensor, target: Tensor) -> Tensor:
+        """Mean next-byte cross-entropy; ``output`` is logits ``[B, T, 256]``, ``target`` ``[B, T]``."""
+        return F.cross_entropy(output.reshape(-1, output.shape[-1]).float(), target.reshape(-1))
