@@ -1,0 +1,250 @@
+"""Per-layer alignment probe: the quantities of Eq 1, 2 and 4, measured during real training.
+
+Each ``nn.Linear`` / ``nn.Conv2d`` is read as ``Y = W X`` (Eq 1): α_W = ‖WX‖/(‖W‖‖X‖) (§2.2),
+α_ΔW = ‖ΔW X‖/(‖ΔW‖‖X‖) (Eq 2), and ‖ΔY‖/‖Y‖ = (α_ΔW/α_W)·‖ΔW‖/‖W‖ (Eq 4) are recorded with the
+Frobenius norms they are ratios of (column names in ``RATIOS`` and ``NORMS``). Conventions:
+
+- X: the layer input of the step's first forward call, cut to the first ⌈sample·N⌉ (≥ 1) entries
+  of dim 0, taken as the batch dimension (the paper uses 1/64 of a batch, G.3.2). A conv input is
+  its im2col matrix (``F.unfold`` after the layer's own padding): ``fan_in = C_in·kh·kw``.
+- W: the weight at the start of the step; ΔW: all the optimizer step did to it (gradient term
+  and weight decay). Y = WX and ΔY = ΔW X exclude the bias.
+- A ratio with a zero denominator is undefined: recorded as NaN, never raised. A frozen layer
+  (ΔW = 0) has NaN update_alignment and alignment_ratio, zero relative_update and relative_repr_change.
+  Eq 4 holds wherever its terms are defined, to float64 rounding (all metrics use the same norms).
+- A layer not called during the step gets no record; grouped convolutions are skipped (warned).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import functools
+import json
+import math
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+NORMS = ("weight_norm", "update_norm", "input_norm", "output_norm", "output_change_norm")
+# metric -> (numerator, denominator factors), evaluated in order on the float64 norms (Eq 2, 4).
+RATIOS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "weight_alignment": ("output_norm", ("weight_norm", "input_norm")),  # α_W
+    "update_alignment": ("output_change_norm", ("update_norm", "input_norm")),  # α_ΔW, Eq 2
+    "alignment_ratio": ("update_alignment", ("weight_alignment",)),  # Eq 4
+    "relative_update": ("update_norm", ("weight_norm",)),  # Eq 3, 6
+    "relative_repr_change": ("output_change_norm", ("output_norm",)),  # Eq 4, left side
+}
+METRICS = tuple(RATIOS)
+COLUMNS = ("step", "layer", "role", "fan_in", "fan_out", *METRICS, *NORMS)
+_DTYPES = {"step": "int64", "fan_in": "int64", "fan_out": "int64", **{c: "float64" for c in COLUMNS[5:]}}
+
+
+def _linear_rows(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """X as rows ``[samples·positions, in_features]``: the transpose of Eq 1's X, same norms."""
+    return x.reshape(-1, x.shape[-1])
+
+
+def _conv_rows(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """im2col rows ``[N·L, C_in·kh·kw]``, so that ``conv2d(x, W) = rows @ W.view(C_out, -1).T``."""
+    # Pad as the layer does (handles 'same' and non-zero padding modes), then unfold unpadded.
+    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+    x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
+    cols = F.unfold(x, module.kernel_size, dilation=module.dilation, stride=module.stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+# layer type -> (ndim of a batched input, input -> X rows); the one place that knows layer types.
+_KINDS: dict[type[nn.Module], tuple[int, Callable]] = {nn.Linear: (2, _linear_rows), nn.Conv2d: (4, _conv_rows)}
+
+
+def _append(path: Path, records: list[dict]) -> None:
+    """Append one JSON line per record and flush, so a crashed run keeps what it measured."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # JSON has no NaN/inf: stored as strings, like the run's metrics.jsonl; _frame undoes it.
+    clean = ({k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()} for r in records)
+    with path.open("a") as f:  # closed, hence flushed, after every measured step
+        f.write("".join(json.dumps(r) + "\n" for r in clean))
+
+
+def read_records(path: str | Path) -> pd.DataFrame:
+    """The tidy frame of a JSON-lines file written by ``AlignmentMonitor(path=...)``."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            rows.append(json.loads(line))
+    return _frame(rows)
+
+
+def _frame(records: list[dict]) -> pd.DataFrame:
+    """Records with fixed columns and dtypes, so in-memory and read-back frames are equal."""
+    return pd.DataFrame(records, columns=list(COLUMNS)).astype(_DTYPES)
+
+
+@dataclass
+class _Layer:
+    name: str
+    module: nn.Module
+    role: str
+    batched_ndim: int
+    rows: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    hook: Callable | None = None  # created once, so torch.compile sees the same hook every step
+
+
+class AlignmentMonitor:
+    """Probe recording the Eq 2/4 metrics of every ``every``-th step: ``with monitor.step(step): ...``.
+
+    Hooks exist only inside a measured step and are removed on exit, also when the body raises
+    (then nothing is recorded). ``layers``: module names or fnmatch patterns (default: every
+    Linear/Conv2d); a pattern matching none raises. ``roles``: parameter (``"a.b.weight"``) or
+    module name -> role, else "unknown". ``path``: JSON lines appended after each measured step
+    (a resumed run appends). Under torch.distributed only rank 0 measures its local micro-batch.
+    """
+
+    def __init__(self, model: nn.Module, every: int = 10, sample: float = 1 / 64,
+                 layers: Sequence[str] | str | None = None, path: str | Path | None = None,
+                 roles: Mapping[str, str] | None = None):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every: must be an int >= 1, got {every!r}")
+        if isinstance(sample, bool) or not isinstance(sample, (int, float)) or not 0 < sample <= 1:
+            raise ValueError(f"sample: must be a fraction in (0, 1], got {sample!r}")
+        self.model, self.every, self.sample = unwrap(model), every, float(sample)
+        self.path = Path(path) if path is not None else None
+        self._layers = _select(self.model, [layers] if isinstance(layers, str) else layers, roles or {})
+        for layer in self._layers:
+            layer.hook = functools.partial(self._capture, layer)
+        self._records: list[dict] = []
+        self._inputs: dict[str, torch.Tensor] = {}
+
+    @property
+    def layers(self) -> list[str]:
+        """Names of the measured modules, in model order."""
+        return [layer.name for layer in self._layers]
+
+    def measures(self, step: int) -> bool:
+        """Whether ``step`` is measured here (a multiple of ``every``, and rank 0 if distributed)."""
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        return rank == 0 and step % self.every == 0
+
+    @contextlib.contextmanager
+    def step(self, step: int) -> Iterator[None]:
+        """Wrap one full training step (forward, backward, optimizer step)."""
+        if not self.measures(step):
+            yield
+            return
+        # W is cloned only on measured steps; ΔW = W after the optimizer step - this copy.
+        before = {layer.name: layer.module.weight.detach().clone() for layer in self._layers}
+        handles = [layer.module.register_forward_pre_hook(layer.hook, with_kwargs=True) for layer in self._layers]
+        try:
+            yield  # on an exception: hooks removed, inputs dropped, nothing recorded
+        finally:
+            for handle in handles:
+                handle.remove()
+            inputs, self._inputs = self._inputs, {}
+        records = self._measure(step, before, inputs)
+        self._records.extend(records)
+        if self.path is not None:
+            _append(self.path, records)
+
+    def frame(self) -> pd.DataFrame:
+        """This monitor's records (one row per measured step and layer) as a tidy DataFrame."""
+        return _frame(self._records)
+
+    read = staticmethod(read_records)  # AlignmentMonitor.read(path) -> DataFrame
+
+    def _capture(self, layer: _Layer, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Forward pre-hook: keep a small copy of the sampled input of the step's first call."""
+        if layer.name in self._inputs:
+            return
+        x = args[0] if args else kwargs["input"]
+        x = x.unsqueeze(0) if x.dim() < layer.batched_ndim else x  # an unbatched call is one sample
+        # Copy the sample so the hook does not keep the whole activation alive past backward.
+        self._inputs[layer.name] = x[: sample_size(x.shape[0], self.sample)].detach().clone()
+
+    @torch.no_grad()
+    def _measure(self, step: int, before: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> list[dict]:
+        measured = [layer for layer in self._layers if layer.name in inputs]
+        if not measured:  # e.g. a torch.compile'd model that ignores the hooks
+            warnings.warn(f"AlignmentMonitor: step {step}: no monitored layer ran a forward", stacklevel=4)
+            return []
+        norms = [_layer_norms(layer, inputs.pop(layer.name), before.pop(layer.name)) for layer in measured]
+        values = torch.stack([n.cpu() for n in norms]).double().tolist()  # one device sync, then float64
+        return [_record(step, layer, dict(zip(NORMS, v))) for layer, v in zip(measured, values)]
+
+
+def _layer_norms(layer: _Layer, x: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
+    """The five norms of Eq 2/4 for one layer, from its W before the step and its sampled X."""
+    w = layer.module.weight.detach()
+    dtype = torch.promote_types(w.dtype, torch.float32)
+    with torch.autocast(w.device.type, enabled=False):
+        rows = layer.rows(layer.module, x.to(w.device, dtype))
+        w0 = w0.to(dtype).reshape(w.shape[0], -1)
+        delta = w.to(dtype).reshape_as(w0) - w0
+        vn = torch.linalg.vector_norm
+        return torch.stack([vn(w0), vn(delta), vn(rows), vn(rows @ w0.T), vn(rows @ delta.T)])
+
+
+def _record(step: int, layer: _Layer, norms: dict[str, float]) -> dict:
+    """One tidy row; every metric is a ratio of the same float64 norms, so Eq 4 holds exactly."""
+    w, values = layer.module.weight, dict(norms)
+    for name, (num, den) in RATIOS.items():
+        values[name] = _ratio(values[num], math.prod(values[d] for d in den))
+    return {"step": step, "layer": layer.name, "role": layer.role, "fan_in": w[0].numel(), "fan_out": w.shape[0],
+            **{c: values[c] for c in COLUMNS[5:]}}
+
+
+def _ratio(num: float, den: float) -> float:
+    """num / den, NaN where undefined (zero or NaN denominator)."""
+    return num / den if den != 0 and not math.isnan(den) else math.nan
+
+
+def sample_size(batch: int, fraction: float) -> int:
+    """⌈fraction·batch⌉, at least 1 (a hair of slack so 0.1·30 counts as 3, not 4)."""
+    return max(1, math.ceil(fraction * batch - 1e-9))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DistributedDataParallel / DataParallel (``.module``) or torch.compile."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            _check_compiled()
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _check_compiled() -> None:
+    """Dynamo by default ignores hooks added after compilation: records would silently stop."""
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None and dynamo.config.skip_nnmodule_hook_guards:
+        raise ValueError("model: is torch.compile'd; set torch._dynamo.config.skip_nnmodule_hook_guards = False "
+                         "before its first forward, or dynamo ignores the monitor's hooks (one extra graph)")
+
+
+def _select(model: nn.Module, layers: Sequence[str] | None, roles: Mapping[str, str]) -> list[_Layer]:
+    """Measurable modules matching ``layers`` (all by default); a pattern matching none raises."""
+    found = {name: m for name, m in model.named_modules() if isinstance(m, tuple(_KINDS))}
+    for pattern in layers or []:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in found):
+            raise ValueError(f"layers: {pattern!r} matches no nn.Linear or nn.Conv2d module")
+    chosen = [n for n in found if layers is None or any(fnmatch.fnmatchcase(n, p) for p in layers)]
+    grouped = [n for n in chosen if getattr(found[n], "groups", 1) != 1]
+    if grouped:
+        warnings.warn(f"AlignmentMonitor: skipping grouped convolutions (groups > 1): {grouped}", stacklevel=3)
+    chosen = [n for n in chosen if n not in grouped]
+    if not chosen:
+        raise ValueError("layers: nothing to measure (no ungrouped nn.Linear or nn.Conv2d selected)")
+    kinds = {n: next(v for k, v in _KINDS.items() if isinstance(found[n], k)) for n in chosen}
+    return [_Layer(n, found[n], str(roles.get(f"{n}.weight", roles.get(n, "unknown"))), *kinds[n]) for n in chosen]
