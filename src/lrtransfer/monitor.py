@@ -105,7 +105,7 @@ class AlignmentMonitor:
     Hooks exist only inside a measured step and are removed on exit, also when the body raises
     (then nothing is recorded). ``layers``: module names or fnmatch patterns (default: every
     Linear/Conv2d); a pattern matching none raises. ``roles``: parameter (``"a.b.weight"``) or
-    module name -> role, else "unknown". ``path``: JSON lines appended after each measured step
+    module name -> role or `ParamInfo` (pass ``parameter_roles(model, base)``), else "unknown". ``path``: JSON lines appended after each measured step
     (a resumed run appends). Under torch.distributed only rank 0 measures its local micro-batch.
     """
 
@@ -247,4 +247,10 @@ def _select(model: nn.Module, layers: Sequence[str] | None, roles: Mapping[str, 
     if not chosen:
         raise ValueError("layers: nothing to measure (no ungrouped nn.Linear or nn.Conv2d selected)")
     kinds = {n: next(v for k, v in _KINDS.items() if isinstance(found[n], k)) for n in chosen}
-    return [_Layer(n, found[n], str(roles.get(f"{n}.weight", roles.get(n, "unknown"))), *kinds[n]) for n in chosen]
+    return [_Layer(n, found[n], _role(roles, n), *kinds[n]) for n in chosen]
+
+
+def _role(roles: Mapping, name: str) -> str:
+    """The role of module ``name``: values may be role strings or `ParamInfo` (``parameter_roles``)."""
+    role = roles.get(f"{name}.weight", roles.get(name, "unknown"))
+    return str(getattr(role, "role", role))
