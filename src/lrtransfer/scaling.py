@@ -31,7 +31,7 @@ from torch import nn
 
 from lrtransfer.roles import ROLES, SCALED_ROLES, ParamInfo, parameter_roles
 
-__all__ = ["LR_RULES", "WD_RULES", "ParamInfo", "param_groups", "parameter_roles", "split_groups"]
+__all__ = ["LR_RULES", "WD_RULES", "ParamInfo", "param_groups", "parameter_roles", "role_hyperparams", "split_groups"]
 
 # What the LR of hidden and output layers is divided by at width multiplier m.
 LR_RULES: dict[str, Callable[[float], float]] = {
@@ -76,7 +76,6 @@ def param_groups(
     """
     _check_hyperparams(lr, weight_decay, fixed_lr, lr_scaling, wd_scaling, no_decay)
     infos = parameter_roles(model, base_model, width_mult=width_mult, roles=roles)
-    fixed_lr = lr if fixed_lr is None else fixed_lr
     tensors = dict(model.named_parameters())
     groups: dict[tuple[str, float], dict[str, Any]] = {}
     for name, info in infos.items():
@@ -88,22 +87,36 @@ def param_groups(
     return list(groups.values())
 
 
-def _group(info: ParamInfo, lr, weight_decay, fixed_lr, lr_scaling, wd_scaling, no_decay) -> dict[str, Any]:
-    """An empty group holding the final lr / weight_decay of ``info``'s role and width."""
-    if info.role in SCALED_ROLES:
-        divisor = float(LR_RULES[lr_scaling](info.width_mult))
+def role_hyperparams(role: str, width_mult: float, *, lr: float, weight_decay: float, lr_scaling: str = "mup",
+                     wd_scaling: str = "independent", fixed_lr: float | None = None,
+                     no_decay: Sequence[str] = ("gain",)) -> tuple[float, float, float]:
+    """``(lr, weight_decay, wd_scale)`` of a parameter with ``role`` at width multiplier m (Eq 6-8).
+
+    The one place the rules live: `param_groups` builds its groups from it, and analysis code
+    uses it to know the η and λ a layer actually got.
+    """
+    if role in SCALED_ROLES:
+        divisor = float(LR_RULES[lr_scaling](width_mult))
         group_lr = float(lr) / divisor
         wd_scale = {"independent": divisor, "standard": 1.0, "none": 0.0}[wd_scaling]
     else:
-        group_lr = float(fixed_lr)
+        group_lr = float(lr if fixed_lr is None else fixed_lr)
         wd_scale = 0.0 if wd_scaling == "none" else 1.0
-    if info.role in no_decay:
+    if role in no_decay:
         wd_scale = 0.0
+    return group_lr, float(weight_decay) * wd_scale, wd_scale
+
+
+def _group(info: ParamInfo, lr, weight_decay, fixed_lr, lr_scaling, wd_scaling, no_decay) -> dict[str, Any]:
+    """An empty group holding the final lr / weight_decay of ``info``'s role and width."""
+    group_lr, group_wd, wd_scale = role_hyperparams(
+        info.role, info.width_mult, lr=lr, weight_decay=weight_decay, lr_scaling=lr_scaling,
+        wd_scaling=wd_scaling, fixed_lr=fixed_lr, no_decay=no_decay)
     return {
         "params": [],
         "param_names": [],
         "lr": group_lr,
-        "weight_decay": float(weight_decay) * wd_scale,
+        "weight_decay": group_wd,
         "role": info.role,
         "width_mult": float(info.width_mult),
         "lr_scale": group_lr / lr,

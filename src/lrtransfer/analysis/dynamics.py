@@ -141,20 +141,14 @@ def layer_lrs(config: Mapping | object, role: str = "hidden") -> tuple[np.ndarra
     """
     from lrtransfer.config import RunConfig, validate
     from lrtransfer.models import width_mult
-    from lrtransfer.roles import SCALED_ROLES
-    from lrtransfer.scaling import LR_RULES
+    from lrtransfer.scaling import role_hyperparams
     from lrtransfer.training.setup import lr_multipliers
 
     cfg = config if isinstance(config, RunConfig) else validate(dict(config))
     oc, m = cfg.optim, width_mult(cfg.model)
-    if role in SCALED_ROLES:  # mirrors scaling._group: the divisor of the LR multiplies λ (Eq 8)
-        divisor = float(LR_RULES[oc.lr_scaling](m))
-        lr, wd_scale = oc.lr / divisor, {"independent": divisor, "standard": 1.0, "none": 0.0}[oc.wd_scaling]
-    else:
-        lr, wd_scale = oc.fixed_lr or oc.lr, 0.0 if oc.wd_scaling == "none" else 1.0
-    if role in oc.no_decay:
-        wd_scale = 0.0
-    return lr * lr_multipliers(cfg.schedule, cfg.run.steps, oc, m), oc.weight_decay * wd_scale
+    lr, wd, _ = role_hyperparams(role, m, lr=oc.lr, weight_decay=oc.weight_decay, lr_scaling=oc.lr_scaling,
+                                 wd_scaling=oc.wd_scaling, fixed_lr=oc.fixed_lr, no_decay=oc.no_decay)
+    return lr * lr_multipliers(cfg.schedule, cfg.run.steps, oc, m), wd
 
 
 def warmup_ratio_prediction(scaled: tuple[np.ndarray, float], base: tuple[np.ndarray, float],
