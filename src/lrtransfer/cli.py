@@ -54,6 +54,39 @@ def train(
 
 
 @app.command()
+def sweep(
+    spec: Path = typer.Argument(..., help="Sweep spec YAML (docs/study.md)."),
+    out: Path = typer.Option(..., help="Sweep folder: runs.db, runs/, plan.csv, sweep.yaml (re-run to resume)."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Parallel runs (default: cores / threads)."),
+    threads: int = typer.Option(1, min=1, help="torch threads per run."),
+    executor: str = typer.Option("local", help="local (process pool) | ray (needs the ray extra of lrtransfer)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: start a local one)."),
+) -> None:
+    """Run or resume an LR-transfer sweep (two-phase protocol, Appendix G.2); exit 1 if a run failed
+    or an arm could not be planned."""
+    import importlib.util
+
+    from lrtransfer.config import ConfigError
+    from lrtransfer.sweep import load_spec, run_sweep
+    from lrtransfer.sweep.runner import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise typer.BadParameter(f"{executor!r} is not one of {'|'.join(EXECUTORS)}", param_hint="--executor")
+    if executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise typer.BadParameter("ray is not installed: pip install 'lrtransfer[ray]'", param_hint="--executor")
+    if ray_address is not None and executor != "ray":
+        raise typer.BadParameter("only used with --executor ray", param_hint="--ray-address")
+    try:
+        loaded = load_spec(spec)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err), param_hint="SPEC") from None
+    report = run_sweep(loaded, out, workers=workers, threads=threads, executor=executor, ray_address=ray_address)
+    typer.echo(report.text())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def presets() -> None:
     """List the built-in configs."""
     from lrtransfer.config import presets as names

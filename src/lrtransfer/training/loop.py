@@ -58,12 +58,12 @@ def train(config: RunConfig, out: str | Path, *, store=None, sweep: str | None =
         summary = _train(config, out, device, dist, progress)
     except Exception as err:
         if dist.is_main:
-            _finish(out, store, run_id, {"status": "failed", "error": repr(err)})
+            finish_run(out, store, run_id, {"status": "failed", "error": repr(err)})
         raise
     finally:
         shutdown(dist)
     if dist.is_main:
-        _finish(out, store, run_id, summary)
+        finish_run(out, store, run_id, summary)
     return summary
 
 
@@ -204,7 +204,10 @@ def store_hash(config: RunConfig) -> str:
     return config_hash(config.to_dict())
 
 
-def _finish(out: Path, store, run_id, summary: dict[str, Any]) -> None:
+def finish_run(out: Path, store, run_id, summary: dict[str, Any]) -> None:
+    """Write `summary.json` into the run folder `out`, then record the run in `store` (if given): its
+    metric series and alignment records read from the folder's JSON-lines files, then its status.
+    Also used by the Ray sweep executor, whose driver writes the folder files of a remote run."""
     (out / SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
     if store is None or run_id is None:
         return

@@ -1,0 +1,152 @@
+"""The plan: one row per planned run, and the LR pick that links the two phases of Appendix G.2.
+
+Phase 1 (per arm, at the base width): one global LR for every parameter, ``optim.lr =
+optim.fixed_lr = η``. `best_lr` picks each arm's lowest mean `final_train_loss`, which phase 2
+freezes as ``optim.fixed_lr`` (input, gain and bias parameters) while it sweeps ``optim.lr`` — the
+base LR of the hidden and output layers, scaled by the arm's `lr_scaling` — across all widths.
+A run is identified by its config hash only: rows whose configs are equal share one run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lrtransfer.config import OptimConfig, RunConfig, ScheduleConfig, validate
+from lrtransfer.models import width_mult
+from lrtransfer.store import config_hash
+from lrtransfer.sweep.spec import DYNAMICS_ARM, SweepSpec, set_dotted, width_of
+
+PLAN_COLUMNS = ("phase", "arm", "width_mult", "width", "lr", "fixed_lr", "seed", "config_hash", "folder")
+PLAN_FILE = "plan.csv"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One point of the sweep: `phase` is 1, 2 or "dynamics"; `fixed_lr` the effective LR of the
+    input, gain and bias parameters; `config` the resolved run config."""
+
+    phase: int | str
+    arm: str
+    width_mult: float
+    lr: float
+    seed: int
+    config: RunConfig
+
+    @cached_property
+    def config_hash(self) -> str:
+        return config_hash(self.config.to_dict())
+
+    @property
+    def folder(self) -> str:
+        """The run folder, relative to the sweep folder."""
+        return f"runs/{self.config_hash}"
+
+    def row(self) -> dict[str, Any]:
+        optim = self.config.optim
+        return {"phase": self.phase, "arm": self.arm, "width_mult": self.width_mult, "width": self.config.model.width,
+                "lr": self.lr, "fixed_lr": optim.fixed_lr or optim.lr, "seed": self.seed,
+                "config_hash": self.config_hash, "folder": self.folder}
+
+
+def phase1(spec: SweepSpec) -> list[PlannedRun]:
+    """Phase 1: per arm, the global LR (every parameter) at the base width."""
+    raw, grid = spec.base.raw(), spec.phase1_lrs or spec.lrs
+    return [_planned(raw, 1, arm, overrides, 1.0, lr, lr, seed)
+            for arm, overrides in spec.arm_overrides().items() for lr in grid for seed in spec.seeds]
+
+
+def phase2(spec: SweepSpec, fixed_lrs: Mapping[str, float | None]) -> list[PlannedRun]:
+    """Phase 2 (or the one phase): the base LR of the width-scaling layers at every width, with each
+    arm's `fixed_lrs[arm]` frozen (None: as configured). Arms missing from `fixed_lrs` are left out."""
+    raw = spec.base.raw()
+    return [_planned(raw, 2, arm, overrides, m, lr, fixed_lrs[arm], seed)
+            for arm, overrides in spec.arm_overrides().items() if arm in fixed_lrs
+            for m in spec.widths for lr in spec.lrs for seed in spec.seeds]
+
+
+def dynamics(spec: SweepSpec, lr: float) -> list[PlannedRun]:
+    """The Figure 4/5/16 runs: no muP, standard weight decay and one LR `lr` for every parameter,
+    so (η, λ) is identical at every width."""
+    overrides = {"optim.lr_scaling": "none", "optim.wd_scaling": "standard"}
+    raw = spec.base.raw()
+    return [_planned(raw, "dynamics", DYNAMICS_ARM, overrides, m, lr, lr, seed)
+            for m in spec.widths for seed in spec.seeds]
+
+
+def best_lr(frame: pd.DataFrame) -> dict[str, float]:
+    """Each arm's LR with the lowest `final_train_loss`, averaged over seeds (paper Appendix G.2).
+
+    `frame` holds `arm, lr, status, final_train_loss` (one row per run). A run that is not `done`
+    (diverged, failed, pending) counts as +inf, so an LR wins only if all its seeds finished; ties
+    go to the smaller LR. An arm without any finished LR is left out of the result.
+    """
+    finished = (frame["status"] == "done") & frame["final_train_loss"].notna()
+    loss = frame["final_train_loss"].where(finished, math.inf).astype(float)
+    means = loss.groupby([frame["arm"], frame["lr"]], sort=False).mean()
+    best = {}
+    for arm, by_lr in means.groupby(level=0, sort=False):
+        by_lr = by_lr.droplevel(0).sort_index()
+        if math.isfinite(by_lr.min()):
+            best[arm] = float(by_lr.idxmin())
+    return best
+
+
+def canonical(config: RunConfig) -> RunConfig:
+    """The same run with its 1×-irrelevant fields written one way, so equal runs share one hash.
+
+    At m = 1 every width rule is a no-op: the LR divisor is 1 (`mup`, `sqrt`, `none` alike),
+    `independent` weight decay equals `standard`, and the extra warmups of Eq 14/15 are exactly 1.
+    So, e.g., the `standard` and `independent` arms share their 1× runs.
+    """
+    sc = config.schedule
+    if width_mult(config.model) != 1 or sc.extra_warmup_width_mult not in (None, 1):
+        return config
+    data = config.to_dict()
+    data["optim"]["lr_scaling"] = OptimConfig.model_fields["lr_scaling"].default
+    if data["optim"]["wd_scaling"] != "none":
+        data["optim"]["wd_scaling"] = OptimConfig.model_fields["wd_scaling"].default
+    for name in ("extra_warmup", "extra_warmup_length", "extra_warmup_width_mult"):
+        data["schedule"][name] = ScheduleConfig.model_fields[name].default
+    return validate(data)
+
+
+def plan_frame(runs: list[PlannedRun]) -> pd.DataFrame:
+    """The plan as a DataFrame, one row per planned run (`PLAN_COLUMNS`)."""
+    return pd.DataFrame([r.row() for r in runs], columns=list(PLAN_COLUMNS))
+
+
+def write_plan(out: Path, runs: list[PlannedRun]) -> Path:
+    """Write `out/plan.csv` (atomically: a reader never sees half a plan)."""
+    path, tmp = out / PLAN_FILE, out / f"{PLAN_FILE}.tmp"
+    plan_frame(runs).to_csv(tmp, index=False)  # floats as their shortest round-trip repr
+    tmp.replace(path)
+    return path
+
+
+def read_plan(out: Path) -> pd.DataFrame:
+    """`out/plan.csv` with its column types (phase: 1, 2 or "dynamics")."""
+    path = Path(out) / PLAN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"dir: {out} holds no {PLAN_FILE}; is it a sweep folder (lrtransfer sweep --out)?")
+    df = pd.read_csv(path, dtype={"phase": str, "arm": str, "config_hash": str, "folder": str})  # floats exact
+    df["phase"] = [int(p) if p.isdigit() else p for p in df["phase"]]
+    return df.astype({"width_mult": "float64", "width": "int64", "lr": "float64", "fixed_lr": "float64",
+                      "seed": "int64"})
+
+
+def _planned(raw: dict[str, Any], phase: int | str, arm: str, overrides: Mapping[str, Any], m: float,
+             lr: float, fixed_lr: float | None, seed: int) -> PlannedRun:
+    """Resolve one point: the arm's overrides, then the plan's width, LRs and seed."""
+    base_width = validate(set_dotted(raw, overrides)).model.base_width
+    planned = {"model.width": width_of(base_width, m, "widths"), "optim.lr": lr, "run.seed": seed}
+    if fixed_lr is not None:
+        planned["optim.fixed_lr"] = fixed_lr
+    config = canonical(validate(set_dotted(raw, {**overrides, **planned})))
+    return PlannedRun(phase=phase, arm=arm, width_mult=float(m), lr=float(lr), seed=int(seed), config=config)

@@ -1,0 +1,102 @@
+"""The Ray executor (``pip install 'lrtransfer[ray]'``): the same runs as Ray tasks, on a local Ray
+instance or an existing cluster (`address`).
+
+Each task (``num_cpus=threads``) trains into a temporary folder on whichever node runs it, without
+a store, and returns its summary and metric streams (`worker.train_detached`). The driver — this
+process — writes the run folder (config.yaml, summary.json, metrics.jsonl, alignment.jsonl) and
+the store rows, with the same `finish_run` as a local run, so both executors leave identical
+records. A run in flight when the driver is killed is lost (it has no checkpoint here) and is
+trained again by the re-run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lrtransfer import store
+from lrtransfer.config import RunConfig, dump_yaml
+from lrtransfer.sweep import worker
+from lrtransfer.sweep.tasks import Outcome, SweepProgress, Task, by_cost
+from lrtransfer.training.loop import finish_run
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("executor: 'ray' needs the ray extra: pip install 'lrtransfer[ray]'") from None
+    return ray
+
+
+class RayExecutor:
+    """Runs tasks on Ray with `threads` CPUs each; starts a local Ray instance with workers × threads
+    CPUs unless Ray is already initialised or `address` names a cluster to join."""
+
+    def __init__(self, workers: int | None = None, threads: int = 1, address: str | None = None,
+                 progress: bool | None = None) -> None:
+        from lrtransfer.sweep.local import default_workers
+
+        self.ray = _ray()
+        self.workers = default_workers(threads) if workers is None else workers
+        if self.workers < 1 or threads < 1:
+            raise ValueError(f"workers/threads: must be >= 1, got {self.workers}/{threads}")
+        self.threads, self.address, self.progress = threads, address, progress
+        self._owned = False  # whether close() shuts down the Ray instance this executor started
+
+    def run(self, tasks: list[Task], label: str) -> list[Outcome]:
+        """Submit every task, then record each as it finishes; one `Outcome` per task."""
+        if not tasks:
+            return []
+        self._start()
+        remote = self.ray.remote(num_cpus=self.threads, max_retries=0)(worker.train_detached)
+        db, pending, outcomes = store.open(tasks[0].store), {}, []
+        with SweepProgress(label, len(tasks), self.progress) as bar:
+            for task in by_cost(tasks):
+                if worker.record_folder(task, db) is not None:  # finished before the store knew
+                    outcomes.append(Outcome(task, "skipped"))
+                    bar.advance(outcomes[-1])
+                    continue
+                run_id = db.start_run(task.config, sweep=task.sweep)
+                pending[remote.remote(task.config, self.threads)] = (task, run_id)
+            while pending:
+                [ref], _ = self.ray.wait(list(pending), num_returns=1)
+                task, run_id = pending.pop(ref)
+                outcomes.append(self._record(ref, task, run_id, db))
+                bar.advance(outcomes[-1])
+        return outcomes
+
+    def _record(self, ref, task: Task, run_id: int, db: store.RunStore) -> Outcome:
+        """Write a finished task's run folder and store rows (a failed task is recorded `failed`)."""
+        folder = Path(task.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.yaml").write_text(dump_yaml(RunConfig.model_validate(task.config)))
+        try:
+            result = self.ray.get(ref)
+        except self.ray.exceptions.RayError as err:
+            cause = getattr(err, "cause", None) or err
+            error = f"{type(cause).__name__}: {cause}"
+            finish_run(folder, db, run_id, {"status": "failed", "error": error})
+            return Outcome(task, "failed", error)
+        for name, text in result["files"].items():
+            (folder / name).write_text(text)
+        summary = {**result["summary"], "folder": str(folder)}
+        finish_run(folder, db, run_id, summary)
+        return Outcome(task, summary["status"], summary.get("error"))
+
+    def _start(self) -> None:
+        if not self.ray.is_initialized():
+            local = {"num_cpus": self.workers * self.threads, "include_dashboard": False}
+            self.ray.init(**({"address": self.address} if self.address else local))
+            self._owned = True
+
+    def close(self) -> None:
+        """Shut down the Ray instance if this executor started it."""
+        if self._owned:
+            self.ray.shutdown()
+            self._owned = False
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,119 @@
+"""Run a sweep: plan a stage, dispatch its not-yet-finished runs, pick LRs, plan the next stage.
+
+Stages: phase 1 (two-phase protocol only) → phase 2 → dynamics (optional). The sweep folder holds
+`sweep.yaml` (the resolved spec), `plan.csv` (every row planned so far), `runs.db` (the store) and
+`runs/<config_hash>/` (one folder per distinct run). Everything is keyed by config hash, so a
+re-run trains only what is missing: a killed sweep loses at most its runs in flight, and a local
+run in flight resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lrtransfer import store
+from lrtransfer.sweep.plan import PlannedRun, best_lr, dynamics, phase1, phase2, plan_frame, write_plan
+from lrtransfer.sweep.spec import SweepSpec, dump_spec, load_spec
+from lrtransfer.sweep.tables import STORE_FILE, join_store
+from lrtransfer.sweep.tasks import Executor, Outcome, Task
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class SweepReport:
+    """What a `run_sweep` call did: plan size, runs trained now, failures (config hash → error)."""
+
+    out: Path
+    planned: list[PlannedRun] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. an arm left out of phase 2
+
+    @property
+    def failures(self) -> dict[str, str]:
+        return {o.task.config_hash: f"{o.task.label}: {o.error}" for o in self.outcomes if o.status == "failed"}
+
+    @property
+    def ok(self) -> bool:
+        """No run failed and every stage could be planned."""
+        return not self.failures and not self.notes
+
+    def text(self) -> str:
+        """A few lines for the terminal."""
+        count = {s: sum(o.status == s for o in self.outcomes) for s in ("done", "diverged", "failed")}
+        unique = len({r.config_hash for r in self.planned})
+        lines = [f"{self.out}: {len(self.planned)} planned rows, {unique} distinct runs; this call trained "
+                 f"{count['done']} done, {count['diverged']} diverged, {count['failed']} failed"]
+        lines += [f"FAILED {h} {err}" for h, err in self.failures.items()] + self.notes
+        return "\n".join(lines)
+
+
+def run_sweep(spec: SweepSpec | Mapping[str, Any] | str | Path, out: str | Path, *, workers: int | None = None,
+              threads: int = 1, executor: str = "local", ray_address: str | None = None,
+              progress: bool | None = None) -> SweepReport:
+    """Run (or resume) the sweep `spec` in the folder `out`; see the module doc and docs/study.md.
+
+    `workers` × `threads`: parallel runs × torch threads each (default: one 1-thread worker per
+    core). `executor`: ``local`` (a process pool) or ``ray`` (`ray_address` joins a cluster).
+    """
+    spec, out = load_spec(spec), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.yaml").write_text(dump_spec(spec))
+    report = SweepReport(out)
+    with _executor(executor, workers, threads, ray_address, progress) as ex:
+        stage = _Stage(spec, out, store.open(out / STORE_FILE), ex, report)
+        fixed: dict[str, float | None] = dict.fromkeys(spec.arm_overrides())
+        if spec.protocol == "two_phase":
+            fixed = stage.pick(stage.run(phase1(spec), "phase 1"), "phase 2 (no finished phase-1 run)")
+        done = stage.run(phase2(spec, fixed), "phase 2")
+        if spec.dynamics:
+            at_1x = done[(done["arm"] == "standard") & (done["width_mult"] == 1)]
+            if lr := stage.pick(at_1x, "dynamics (no finished standard run at 1×)").get("standard"):
+                stage.run(dynamics(spec, lr), "dynamics")
+    return report
+
+
+@dataclass
+class _Stage:
+    spec: SweepSpec
+    out: Path
+    db: store.RunStore
+    executor: Executor
+    report: SweepReport
+
+    def run(self, runs: list[PlannedRun], label: str):
+        """Add `runs` to the plan, train the distinct ones not finished yet; their results rows."""
+        self.report.planned += runs
+        write_plan(self.out, self.report.planned)
+        tasks = {r.config_hash: self._task(r) for r in runs if not self.db.is_finished(r.config_hash)}
+        self.report.outcomes += self.executor.run(list(tasks.values()), label)
+        return join_store(plan_frame(runs), self.db, self.out)
+
+    def pick(self, frame, missing: str) -> dict[str, float]:
+        """The best LR per arm of `frame`; an arm with none is noted as `missing`."""
+        best = best_lr(frame)
+        self.report.notes += [f"arm {arm}: not planned in {missing}" for arm in dict.fromkeys(frame["arm"])
+                              if arm not in best]
+        return best
+
+    def _task(self, run: PlannedRun) -> Task:
+        label = f"phase {run.phase} {run.arm} {run.width_mult:g}x lr={run.lr:g} seed {run.seed}"
+        return Task(config=run.config.to_dict(), config_hash=run.config_hash, folder=str(self.out / run.folder),
+                    store=str(self.db.path), sweep=self.spec.name, label=label)
+
+
+def _executor(name: str, workers: int | None, threads: int, address: str | None, progress: bool | None):
+    if name == "local":
+        if address is not None:
+            raise ValueError("ray_address: only used with executor='ray'")
+        from lrtransfer.sweep.local import LocalExecutor
+
+        return LocalExecutor(workers, threads, progress)
+    if name == "ray":
+        from lrtransfer.sweep.ray_executor import RayExecutor
+
+        return RayExecutor(workers, threads, address, progress)
+    raise ValueError(f"executor: {name!r} is not one of {'|'.join(EXECUTORS)}")

@@ -1,0 +1,248 @@
+"""The sweep spec: base config, widths, LR grid, weight-decay rules, extra arms, seeds, protocol.
+
+A YAML file or a dict validated by pydantic at construction. An invalid value raises `SpecError`
+naming the field (``widths[1]: must be >= 1``, ``rules[0]: 'indep' is not one of
+none|standard|independent``), and every (arm, width) is resolved into a `RunConfig` up front, so a
+width the model cannot take (``widths[1]: 1.25 × base_width 32 = 40 (arm standard): model: width:
+40 is not divisible by head_dim=16``) fails before anything trains. See docs/study.md for the format.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lrtransfer.config import ConfigError, load_yaml, preset_dict, validate
+
+RULES = ("none", "standard", "independent")  # weight-decay rules; each is an arm of the same name
+PROTOCOLS = ("two_phase", "one_phase")
+DYNAMICS_ARM = "no_mup"  # the `dynamics: true` runs: same (η, λ) at every width (paper Fig 4)
+PLANNED_KEYS = ("model.width", "optim.lr", "optim.fixed_lr", "run.seed")  # set by the plan, not by arms
+
+
+class SpecError(ConfigError):
+    """A sweep spec value is invalid; the message names the field."""
+
+
+def _at_least(bound: float):
+    def check(v):
+        if not v >= bound:
+            raise ValueError(f"must be >= {bound:g}")
+        return v
+    return AfterValidator(check)
+
+
+def _positive(v: float) -> float:
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError("must be a finite number > 0")
+    return v
+
+
+def _one_of(choices: tuple[str, ...]):
+    def check(v: str) -> str:
+        if v not in choices:
+            raise ValueError(f"{v!r} is not one of {'|'.join(choices)}")
+        return v
+    return AfterValidator(check)
+
+
+LR = Annotated[float, AfterValidator(_positive)]
+Width = Annotated[float, _at_least(1)]
+Seed = Annotated[int, _at_least(0)]
+Rule = Annotated[str, _one_of(RULES)]
+Protocol = Annotated[str, _one_of(PROTOCOLS)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseSpec(_Strict):
+    """The run config every sweep run starts from: exactly one source, then dotted overrides."""
+
+    preset: str | None = Field(None, description="A built-in preset (`lrtransfer presets`).")
+    config: Path | None = Field(None, description="A run-config YAML file (relative to the spec file).")
+    inline: dict[str, Any] | None = Field(None, description="A run config written out in the spec.")
+    overrides: dict[str, Any] = Field({}, description="Dotted overrides {optim.weight_decay: 0.1} (or k=v strings).")
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _from_strings(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            pairs = [str(item).partition("=") for item in v]
+            if bad := [k for k, sep, _ in pairs if not sep or not k]:
+                raise ValueError(f"{bad[0]!r}: expected dotted.key=value")
+            return {k: yaml.safe_load(text) if text else None for k, _, text in pairs}
+        return flatten(v) if isinstance(v, Mapping) else v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BaseSpec:
+        if sum(x is not None for x in (self.preset, self.config, self.inline)) != 1:
+            raise ValueError("give exactly one of preset|config|inline")
+        return self
+
+    def raw(self) -> dict[str, Any]:
+        """The raw config dict: the source with the overrides applied (not yet validated)."""
+        source = preset_dict(self.preset) if self.preset else load_yaml(self.config) if self.config else self.inline
+        return set_dotted(source, self.overrides)
+
+
+class SweepSpec(_Strict):
+    """One LR-transfer study (docs/study.md): which runs to train, and in which protocol."""
+
+    name: str = Field("sweep", min_length=1, description="Sweep name, recorded in the store's `sweep` column.")
+    base: BaseSpec = Field(description="The base run config (preset, file or inline, plus overrides).")
+    widths: list[Width] = Field([1.0], min_length=1, description="Multipliers m of model.base_width (width = m × it).")
+    lrs: list[LR] = Field(min_length=1, description="Base-LR grid: a list, or {min, max, num} log-spaced.")
+    rules: list[Rule] = Field(list(RULES), description="Weight-decay rules, one arm each.")
+    arms: dict[str, dict[str, Any]] = Field({}, description="Extra named arms: {name: {dotted.key: value}}.")
+    seeds: list[Seed] = Field([0], min_length=1, description="Seeds (run.seed) of every point.")
+    protocol: Protocol = Field("two_phase", description="two_phase (Appendix G.2) | one_phase.")
+    phase1_lrs: list[LR] | None = Field(None, min_length=1, description="Global-LR grid of phase 1 (default: lrs).")
+    dynamics: bool = Field(False, description="Add the no-muP runs at the standard arm's best 1× LR (Fig 4, 5, 16).")
+
+    @field_validator("lrs", "phase1_lrs", mode="before")
+    @classmethod
+    def _grid(cls, v: Any) -> Any:
+        return log_grid(v) if isinstance(v, Mapping) else v
+
+    @field_validator("widths", "lrs", "rules", "seeds")
+    @classmethod
+    def _unique(cls, v: list) -> list:
+        if dupes := sorted({x for x in v if v.count(x) > 1}, key=str):
+            raise ValueError(f"{dupes[0]!r} is listed twice")
+        return v
+
+    @field_validator("arms")
+    @classmethod
+    def _arm_names(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        v = {name: flatten(overrides) for name, overrides in v.items()}
+        for name, overrides in v.items():
+            if name in (*RULES, DYNAMICS_ARM):
+                raise ValueError(f"{name!r} is a reserved arm name ({'|'.join((*RULES, DYNAMICS_ARM))})")
+            if fixed := [k for k in overrides if k in PLANNED_KEYS]:
+                raise ValueError(f"{name}.{fixed[0]}: is set by the sweep plan, not by an arm")
+        return v
+
+    @model_validator(mode="after")
+    def _configs_resolve(self) -> SweepSpec:
+        if not self.arm_overrides():
+            raise ValueError("rules/arms: the sweep has no arm; give at least one rule or arm")
+        if self.dynamics and ("standard" not in self.rules or 1.0 not in self.widths):
+            raise ValueError("dynamics: needs 'standard' in rules and 1 in widths (its LR is their best at 1×)")
+        raw = _checked(self.base.raw, "base")
+        _checked(lambda: validate(raw), "base")
+        for arm, overrides in self.arm_overrides().items():
+            where = f"arms.{arm}" if arm in self.arms else f"rules[{self.rules.index(arm)}]"
+            base_width = _checked(lambda: validate(set_dotted(raw, overrides)), where).model.base_width
+            for i, m in enumerate(self.widths):
+                width = width_of(base_width, m, f"widths[{i}]")
+                _checked(lambda: validate(set_dotted(raw, {**overrides, "model.width": width})),
+                         f"widths[{i}]: {m:g} × base_width {base_width} = {width} (arm {arm})")
+        return self
+
+    def arm_overrides(self) -> dict[str, dict[str, Any]]:
+        """Every arm's dotted overrides: a rule arm sets `optim.wd_scaling`, then the extra arms."""
+        return {**{rule: {"optim.wd_scaling": rule} for rule in self.rules}, **self.arms}
+
+
+def log_grid(v: Mapping[str, Any]) -> list[float]:
+    """`num` log-spaced LRs from `min` to `max`, rounded to 12 significant digits (2e-3·2^k stays exact)."""
+    if set(v) != {"min", "max", "num"}:
+        raise ValueError(f"a grid needs exactly the keys min, max, num; got {sorted(v)}")
+    lo, hi, num = v["min"], v["max"], v["num"]
+    if not (isinstance(num, int) and num >= 1 and _positive(float(lo)) <= _positive(float(hi))):
+        raise ValueError(f"need 0 < min <= max and an integer num >= 1, got {dict(v)}")
+    return [float(f"{lo * (hi / lo) ** (i / max(num - 1, 1)):.12g}") for i in range(num)]
+
+
+def width_of(base_width: int, m: float, where: str) -> int:
+    """The model width base_width × m, which must be an integer."""
+    width = base_width * m
+    if not float(width).is_integer():
+        raise ValueError(f"{where}: {m:g} × base_width {base_width} = {width:g} is not an integer")
+    return int(width)
+
+
+def flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections as dotted keys: `{schedule: {warmup: 0.5}}` → `{schedule.warmup: 0.5}`, so an
+    override changes only the keys it names."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def set_dotted(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of `raw` with `{a.b.c: value}` set (values kept as given, not parsed)."""
+    out = _deep_copy(raw)
+    for key, value in overrides.items():
+        *parents, leaf = str(key).split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part!r} is a value, not a section")
+        node[leaf] = value
+    return out
+
+
+def load_spec(source: str | Path | Mapping[str, Any] | SweepSpec) -> SweepSpec:
+    """A validated spec from a YAML path, a dict or a spec; a relative `base.config` is read from
+    beside the YAML file."""
+    if isinstance(source, SweepSpec):
+        return source
+    raw = dict(source) if isinstance(source, Mapping) else _read(Path(source))
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(format_errors(err)) from None
+
+
+def dump_spec(spec: SweepSpec) -> str:
+    """The resolved spec as YAML (`DIR/sweep.yaml`): the base config written out, LR grids as lists."""
+    data = spec.model_dump(mode="json")
+    data["base"] = {"inline": validate(spec.base.raw()).to_dict()}
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def format_errors(err: ValidationError) -> str:
+    """One line per error, located like `widths[1]` or `base.preset`."""
+    lines = []
+    for e in err.errors():
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "invalid sweep spec:\n  " + "\n  ".join(lines)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        raw = load_yaml(path)
+    except ConfigError as err:
+        raise SpecError(str(err).replace("config file:", "spec:")) from None
+    base = raw.get("base")
+    if isinstance(base, dict) and base.get("config") and not Path(base["config"]).is_absolute():
+        raw["base"] = {**base, "config": str(path.parent / base["config"])}  # beside the spec file
+    return raw
+
+
+def _checked(make, where: str) -> Any:
+    """`make()`, with a ConfigError re-raised as a ValueError that names `where`."""
+    try:
+        return make()
+    except ConfigError as err:
+        detail = str(err).removeprefix("invalid config:\n  ").replace("\n  ", "; ")
+        raise ValueError(f"{where}: {detail}") from None
+
+
+def _deep_copy(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in d.items()}
