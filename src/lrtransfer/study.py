@@ -1,0 +1,143 @@
+"""The whole LR-transfer study: run a sweep, analyse it, draw the figures, write the report.
+
+`write_study_report(dir)` turns any sweep folder into `dir/report.html`; `run_study(name_or_spec,
+out)` runs (or resumes) a sweep and then writes its report. `lrtransfer demo` is
+`run_study("demo", out)`: the built-in study of the Shakespeare byte-level llama.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from lrtransfer import analysis, sweep
+from lrtransfer.config import RunConfig, validate
+from lrtransfer.plots.study import FigureInfo, write_study_figures, write_theory_figures
+from lrtransfer.report import write_report
+
+log = logging.getLogger("lrtransfer.study")
+
+THEORY_CAPTIONS = {
+    "figure7_extra_warmup": (
+        "Additional warmup factors (Figure 7, Eq 14-15)",
+        "The width-dependent warmups that can stand in for μP's (η/m, mλ) without any LR scaling: the "
+        "exp warmup rises from 1/m to 1 over half of training, the decay-away factor follows the weight "
+        "norm's approach to equilibrium. m = 16, η = 0.004, λ = 0.1 as in the paper.",
+    ),
+    "figure15_update_alignment": (
+        "Predicted update alignment vs batch size (Figure 15, Eq 27-28)",
+        "In the Appendix E noise model α_ΔW ≈ 1/√B while B ≪ C, then ≈ 1/√C once B ≫ C: a width "
+        "dependence μP does not assume. Points: Monte Carlo (Eq 23); dashed: the Eq 28 approximation.",
+    ),
+}
+
+
+def study_names() -> list[str]:
+    """Built-in sweep specs (`lrtransfer demo`, `lrtransfer sweep NAME`)."""
+    folder = resources.files("lrtransfer") / "presets" / "sweeps"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def study_spec(name: str) -> dict[str, Any]:
+    """The raw dict of a built-in sweep spec."""
+    if name not in study_names():
+        raise ValueError(f"study: {name!r} is not one of {'|'.join(study_names())}")
+    return yaml.safe_load((resources.files("lrtransfer") / "presets" / "sweeps" / f"{name}.yaml").read_text())
+
+
+@dataclass
+class StudyResult:
+    report: Path
+    sweep: sweep.SweepReport
+    wall_s: float
+    verdicts: list[str]
+
+
+def run_study(spec: str | Path | dict, out: str | Path, *, workers: int | None = None, threads: int = 1,
+              executor: str = "local", ray_address: str | None = None,
+              progress: bool | None = None) -> StudyResult:
+    """Run or resume the sweep (a built-in name, a spec file or dict), then write its report."""
+    t0 = time.perf_counter()
+    if isinstance(spec, str) and spec in study_names():
+        spec = study_spec(spec)
+    done = sweep.run_sweep(spec, out, workers=workers, threads=threads, executor=executor,
+                           ray_address=ray_address, progress=progress)
+    report, lines = write_study_report(out)
+    return StudyResult(report, done, time.perf_counter() - t0, lines)
+
+
+def write_study_report(dir: str | Path) -> tuple[Path, list[str]]:  # noqa: A002 - the sweep folder
+    """Analyse the sweep in `dir` and write `dir/report.html`; returns it and the verdict lines."""
+    dir = Path(dir)
+    results = with_configs(sweep.results(dir))
+    align = sweep.alignment(dir, results[results["status"].isin(["done", "diverged"])])
+    best = analysis.best_lrs(results)
+    table = analysis.verdict_table(best)
+    figures = write_study_figures(results, align, dir / "figures") + theory_figures(dir / "figures")
+    spec_yaml = (dir / "sweep.yaml").read_text()
+    path = write_report(
+        dir, title=f"LR transfer study: {yaml.safe_load(spec_yaml).get('name', dir.name)}",
+        verdicts=table[[c for c in ("arm", "text", "grid_steps", "per_doubling", "max_regret") if c in table]],
+        best=best, figures=figures, spec_yaml=spec_yaml, runs=results.drop(columns=["config"]),
+        notes=timescale_notes(results),
+    )
+    return path, list(table["text"]) if "text" in table else []
+
+
+def with_configs(results: pd.DataFrame) -> pd.DataFrame:
+    """Add each run's resolved config (from its folder) as a `config` dict column."""
+    def read(folder: str) -> dict | None:
+        path = Path(folder) / "config.yaml"
+        return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+    return results.assign(config=[read(f) for f in results["folder"]])
+
+
+def theory_figures(out: Path) -> list[FigureInfo]:
+    """Figures 7 and 15 from `lrtransfer.theory`, as report figures."""
+    paths = write_theory_figures(out)
+    pngs = [p for p in paths if p.suffix == ".png"]
+    return [FigureInfo(p.stem, p, p.with_suffix(".csv"), *THEORY_CAPTIONS[p.stem]) for p in pngs
+            if p.stem in THEORY_CAPTIONS]
+
+
+def timescale_notes(results: pd.DataFrame) -> list[str]:
+    """How many weight-decay timescales 1/(2ηλ) (Eq 33-36) the runs span, per arm at the widest width.
+
+    The effect the study looks for lives in the weight-decay equilibrium; a run shorter than a few
+    timescales cannot show it. Counted at the LR best at the base width, with the schedule's mean
+    multiplier (η_t varies), for the hidden layers' actual η and λ.
+    """
+    runs = results[(results["phase"].astype(str) == "2") & results["config"].notna()]
+    if runs.empty:
+        return []
+    best = analysis.best_lrs(results)
+    base = best[best["width_mult"] == best["width_mult"].min()].set_index("arm")["lr_grid"]
+    lines = []
+    for (arm, m), group in runs.groupby(["arm", "width_mult"]):
+        if arm not in base.index:
+            continue
+        row = group.iloc[(group["lr"] - base[arm]).abs().argmin()]
+        n = timescales(validate(row["config"]))
+        lines.append(f"{arm} at {m:g}×, base LR {row['lr']:.2g}: {n:.1f} timescales")
+    return [
+        "Weight decay sets the relative update size only after about 1/(2ηλ) steps (Eq 33-36), so the "
+        "rules can differ only in runs that span many such timescales. Here (hidden layers, at the LR "
+        "best at the base width, η averaged over the schedule): " + "; ".join(lines) + ". The paper's "
+        "llama runs span about 30."
+    ]
+
+
+def timescales(config: RunConfig) -> float:
+    """2·mean(η_t)·λ·T for the hidden layers of `config` (Eq 33: the weight RMS relaxes as a^(2t))."""
+    from lrtransfer.analysis.dynamics import layer_lrs
+
+    lrs, wd = layer_lrs(config.model_dump(mode="json"), "hidden")
+    return float(2 * lrs.mean() * wd * len(lrs))
