@@ -80,3 +80,12 @@ def test_cli_rejects_unknown_study_and_non_sweep_folder(tmp_path):
     assert bad.returncode != 0 and "--study" in bad.stderr
     bad = subprocess.run([*cli, "report", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode != 0 and "no plan.csv" in bad.stderr
+
+
+def test_warmups_study_has_the_figure6_arms():
+    from lrtransfer.plots.study import is_warmup_arm
+
+    spec = load_spec(study_spec("warmups"))
+    arms = [a for a in spec.arm_overrides() if is_warmup_arm(a)]
+    assert sorted(arms) == ["decay_away", "exp", "warmup10", "warmup50"]
+    assert all(spec.arms[a]["optim.lr_scaling"] == "none" for a in arms)  # "without muP"

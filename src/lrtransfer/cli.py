@@ -92,7 +92,7 @@ def sweep(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Study folder (re-run to resume)."),
-    study: str = typer.Option("demo", help="Built-in study: demo | study-mlp | study-resnet."),
+    study: str = typer.Option("demo", help="Built-in study: demo | study-mlp | study-resnet | warmups (Figure 6)."),
     workers: Optional[int] = typer.Option(None, min=1, help="Parallel runs (default: one per core)."),
     threads: int = typer.Option(1, min=1, help="torch threads per run."),
 ) -> None:
