@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import functools
-import json
 import math
 import sys
 import warnings
@@ -33,6 +32,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from lrtransfer import jsonl
 
 NORMS = ("weight_norm", "update_norm", "input_norm", "output_norm", "output_change_norm")
 # metric -> (numerator, denominator factors), evaluated in order on the float64 norms (Eq 2, 4).
@@ -66,22 +67,9 @@ def _conv_rows(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 _KINDS: dict[type[nn.Module], tuple[int, Callable]] = {nn.Linear: (2, _linear_rows), nn.Conv2d: (4, _conv_rows)}
 
 
-def _append(path: Path, records: list[dict]) -> None:
-    """Append one JSON line per record and flush, so a crashed run keeps what it measured."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # JSON has no NaN/inf: stored as strings, like the run's metrics.jsonl; _frame undoes it.
-    clean = ({k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()} for r in records)
-    with path.open("a") as f:  # closed, hence flushed, after every measured step
-        f.write("".join(json.dumps(r) + "\n" for r in clean))
-
-
 def read_records(path: str | Path) -> pd.DataFrame:
     """The tidy frame of a JSON-lines file written by ``AlignmentMonitor(path=...)``."""
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            rows.append(json.loads(line))
-    return _frame(rows)
+    return _frame(jsonl.read(path))
 
 
 def _frame(records: list[dict]) -> pd.DataFrame:
@@ -154,7 +142,7 @@ class AlignmentMonitor:
         records = self._measure(step, before, inputs)
         self._records.extend(records)
         if self.path is not None:
-            _append(self.path, records)
+            jsonl.append(self.path, records)
 
     def frame(self) -> pd.DataFrame:
         """This monitor's records (one row per measured step and layer) as a tidy DataFrame."""

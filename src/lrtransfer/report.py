@@ -9,7 +9,6 @@ CSS, no scripts and only relative links: images and CSVs under ``out_dir/figures
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 from html import escape

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from lrtransfer.config import ConfigError, load_yaml, preset_dict, validate
+from lrtransfer.config import ConfigError, _Strict, load_yaml, preset_dict, validate
 
 RULES = ("none", "standard", "independent")  # weight-decay rules; each is an arm of the same name
 PROTOCOLS = ("two_phase", "one_phase")
@@ -56,10 +56,6 @@ Width = Annotated[float, _at_least(1)]
 Seed = Annotated[int, _at_least(0)]
 Rule = Annotated[str, _one_of(RULES)]
 Protocol = Annotated[str, _one_of(PROTOCOLS)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class BaseSpec(_Strict):

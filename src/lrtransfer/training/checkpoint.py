@@ -11,7 +11,7 @@ import torch
 CHECKPOINT = "checkpoint.pt"
 
 
-def save(folder: Path, *, step: int, model: torch.nn.Module, optimizer, scheduler, extra: dict[str, Any]) -> Path:
+def save(folder: Path, *, step: int, model: torch.nn.Module, optimizer, scheduler) -> Path:
     """Write atomically (temp file + rename), so a kill mid-write leaves the previous checkpoint intact."""
     path = folder / CHECKPOINT
     tmp = path.with_suffix(".tmp")
@@ -21,7 +21,6 @@ def save(folder: Path, *, step: int, model: torch.nn.Module, optimizer, schedule
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
-        "extra": extra,
     }
     torch.save(state, tmp)
     os.replace(tmp, path)

@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from lrtransfer.config import RunConfig
+from lrtransfer.config import RunConfig, dump_yaml
 from lrtransfer.monitor import AlignmentMonitor
 from lrtransfer.training import checkpoint
 from lrtransfer.training.distributed import Dist, init_distributed, resolve_device, shutdown
 from lrtransfer.training.progress import progress_bar
-from lrtransfer.training.runlog import MetricLog, read_jsonl, truncate_from
+from lrtransfer.training.runlog import MetricLog, read_jsonl, tidy, truncate_from
 from lrtransfer.training.setup import Parts, build_parts, group_lr_names
 
 SUMMARY = "summary.json"
@@ -51,7 +51,7 @@ def train(config: RunConfig, out: str | Path, *, store=None, sweep: str | None =
             for name in (SUMMARY, checkpoint.CHECKPOINT, "metrics.jsonl", "alignment.jsonl"):
                 (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(_yaml(config))
+        (out / "config.yaml").write_text(dump_yaml(config))
         if store is not None:
             run_id = store.start_run(config.to_dict(), sweep=sweep, tags=tags, force=True)
     try:
@@ -100,8 +100,7 @@ def _train(config: RunConfig, out: Path, device: torch.device, dist: Dist, progr
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and not last and log:
             log.write({"step": step, "val_loss": evaluate(parts, device)})
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and not last and dist.is_main:
-            checkpoint.save(out, step=step + 1, model=parts.raw_model, optimizer=opt, scheduler=sched,
-                            extra={})
+            checkpoint.save(out, step=step + 1, model=parts.raw_model, optimizer=opt, scheduler=sched)
     bar.close()
     wall = time.perf_counter() - t0
     if not dist.is_main:
@@ -180,7 +179,7 @@ def _summary(config: RunConfig, parts: Parts, rows: list[dict], val: float, dive
 
 def _check_same_config(out: Path, config: RunConfig) -> None:
     path = out / "config.yaml"
-    if path.is_file() and path.read_text() != _yaml(config):
+    if path.is_file() and path.read_text() != dump_yaml(config):
         raise ValueError(f"out: {out} holds a run of a different config; choose another folder")
 
 
@@ -212,16 +211,8 @@ def finish_run(out: Path, store, run_id, summary: dict[str, Any]) -> None:
     if store is None or run_id is None:
         return
     if summary["status"] != "failed":
-        from lrtransfer.training.runlog import tidy
-
         store.log_series(run_id, list(tidy(read_jsonl(out / "metrics.jsonl"))))
         align = read_jsonl(out / "alignment.jsonl")
         if align:
             store.log_alignment(run_id, align)
     store.finish(run_id, summary["status"], summary)
-
-
-def _yaml(config: RunConfig) -> str:
-    from lrtransfer.config import dump_yaml
-
-    return dump_yaml(config)

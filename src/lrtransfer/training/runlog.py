@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """All complete records of a JSON-lines file (a torn last line from a kill is ignored)."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+from lrtransfer.jsonl import encode
+from lrtransfer.jsonl import read as read_jsonl
 
 
 def truncate_from(path: Path, step: int) -> None:
@@ -28,7 +16,7 @@ def truncate_from(path: Path, step: int) -> None:
         return
     keep = [r for r in read_jsonl(path) if r.get("step", -1) < step]
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    tmp.write_text("".join(encode(r) for r in keep))
     os.replace(tmp, path)
 
 
@@ -41,7 +29,7 @@ class MetricLog:
         self._file = path.open("a", buffering=1)  # line-buffered: a kill loses at most the current line
 
     def write(self, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps({k: _clean(v) for k, v in row.items()}) + "\n")
+        self._file.write(encode(row))
 
     def close(self) -> None:
         self._file.close()
@@ -58,10 +46,3 @@ def tidy(rows: list[dict[str, Any]]) -> Iterator[tuple[int, str, float]]:
         for name, value in row.items():
             if name != "step" and value is not None:
                 yield step, name, float(value)
-
-
-def _clean(v: Any) -> Any:
-    # JSON has no NaN/inf; a diverged loss is stored as a string the reader turns back into a float.
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return v
