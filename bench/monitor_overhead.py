@@ -86,7 +86,8 @@ def main(argv=None) -> None:
 def report(args, n_layers: int, pairs: list[tuple[int, float, float]], monitor: AlignmentMonitor) -> None:
     e = args.every
     off = statistics.median(p[2] for p in pairs)
-    print(f"llama width=256 depth=4 on {args.device}, batch {args.batch}x{args.seq}, {torch.get_num_threads()} threads, "
+    threads = torch.get_num_threads()
+    print(f"llama width=256 depth=4 on {args.device}, batch {args.batch}x{args.seq}, {threads} threads, "
           f"{args.steps} step pairs, every={e}, {n_layers} monitored layers")
     print(f"  plain step: median {1e3 * off:.2f} ms")
     cost = {}

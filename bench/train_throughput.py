@@ -196,7 +196,8 @@ def bench_width(width: int, args, with_hf: bool) -> dict:
         hf = build_hf(width, args.seq)
         row["params_hf"] = n_params(hf)
         if row["params_hf"] != row["params_ours"]:
-            raise SystemExit(f"width {width}: parameter counts differ: ours {row['params_ours']}, HF {row['params_hf']}")
+            ours, hf = row["params_ours"], row["params_hf"]
+            raise SystemExit(f"width {width}: parameter counts differ: ours {ours}, HF {hf}")
         hf.load_state_dict(hf_state_from_ours(ours), strict=True)
         ours.eval(), hf.eval()
         row["max_abs_logit_diff"] = check_same_function(ours, hf, tokens)

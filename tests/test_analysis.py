@@ -5,8 +5,16 @@ import pandas as pd
 import pytest
 
 from lrtransfer import theory
-from lrtransfer.analysis import (alignment_summary, best_lrs, layer_lrs, lr_curves, optimum_shift,
-                                 representative_layer, rrc_summary, verdict_table, verdicts, warmup_ratio_prediction)
+from lrtransfer.analysis import (
+    best_lrs,
+    layer_lrs,
+    lr_curves,
+    optimum_shift,
+    representative_layer,
+    verdict_table,
+    verdicts,
+    warmup_ratio_prediction,
+)
 from lrtransfer.config import resolve
 
 GRID = 1e-3 * 2.0 ** np.arange(8)  # ratio 2: one grid step = one octave
@@ -149,28 +157,6 @@ def test_representative_layer():
     mlp = align_frame(lambda t, m, j: 1.0, layers=("layers.0", "layers.1", "layers.2", "layers.3", "output"))
     mlp.loc[mlp.layer == "layers.0", "role"] = "input"
     assert representative_layer(mlp) == "layers.2"  # hidden: layers.1-3, the middle one
-
-
-def test_alignment_summary_start_vs_mid():
-    df = align_frame(lambda t, m, j: (10.0 * m if t == 0 else 1.0 + j) + (t == 50) * 100)
-    s = alignment_summary(df).set_index("width_mult")
-    assert s.step_start.eq(0).all() and s.step_mid.eq(50).all()  # length 100: mid-training is step 50
-    assert s.hidden_start[4] == pytest.approx(40.0) and s.layer_start[1] == pytest.approx(10.0)  # seed mean
-    hidden_js = np.arange(len(LLAMA))
-    assert s.hidden_mid[1] == pytest.approx(np.median(1.0 + hidden_js) + 100)  # output layer excluded
-    assert s.layer_mid[1] == pytest.approx(1.0 + LLAMA.index("layers.2.feed_forward.w1") + 100)
-    assert set(s.layer) == {"layers.2.feed_forward.w1"} and set(s.phase) == {"2"}
-    one = alignment_summary(df, layer="output").set_index("width_mult")
-    assert one.layer_mid[4] == pytest.approx(1.0 + len(LLAMA) + 100)
-
-
-def test_rrc_summary_averages_the_middle_half():
-    df = align_frame(lambda t, m, j: t / 10 + m)  # steps 0..90, length 100: window 30..70
-    s = rrc_summary(df).set_index("width_mult")
-    assert s.alignment_ratio[1] == pytest.approx(np.mean([3, 4, 5, 6, 7]) + 1)
-    assert s.relative_repr_change[4] == pytest.approx(2 * (5 + 4)) and s.relative_update.eq(2.0).all()
-    one = rrc_summary(df, layer="output").set_index("width_mult")
-    assert one.alignment_ratio[4] == pytest.approx(5 + 4)
 
 
 # --- Eq 38 along the runs' LRs --------------------------------------------------------------------

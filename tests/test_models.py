@@ -13,12 +13,9 @@ from lrtransfer.models import (
     MLPConfig,
     ModelConfig,
     ResNetConfig,
-    base_config,
-    build_base_model,
-    build_model,
-    width_mult,
 )
 from lrtransfer.models.llama import apply_rope, rope_tables
+from lrtransfer.scaling import parameter_roles
 
 LLAMA = dict(depth=2, head_dim=16, base_width=32, seq_len=16, vocab_size=64)
 MLP_ = dict(depth=3, base_width=16)
@@ -46,7 +43,7 @@ def _n_params(model: torch.nn.Module, prefix: str = "") -> int:
 
 @pytest.mark.parametrize("width", [32, 64])
 def test_llama_logits_shape(width):
-    model = build_model(_llama(width))
+    model = _llama(width).build()
     tokens = torch.randint(0, 64, (3, 16))
     assert model(tokens).shape == (3, 16, 64)
     assert model(tokens[:, :5]).shape == (3, 5, 64)  # shorter than seq_len is fine
@@ -55,20 +52,20 @@ def test_llama_logits_shape(width):
 @pytest.mark.parametrize("width", [16, 32])
 @pytest.mark.parametrize("shape", [(4, 1, 8, 8), (4, 64)])
 def test_mlp_takes_images_and_vectors(width, shape):
-    assert build_model(_mlp(width))(torch.randn(shape)).shape == (4, 10)
+    assert _mlp(width).build()(torch.randn(shape)).shape == (4, 10)
 
 
 @pytest.mark.parametrize("width", [8, 16])
 def test_resnet_logits_shape(width):
-    model = build_model(_resnet(width))
+    model = _resnet(width).build()
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
 def test_inputs_of_the_wrong_size_raise():
     with pytest.raises(ValueError, match="tokens: sequence length 17 exceeds seq_len=16"):
-        build_model(_llama(32))(torch.zeros(1, 17, dtype=torch.long))
+        _llama(32).build()(torch.zeros(1, 17, dtype=torch.long))
     with pytest.raises(ValueError, match="x: 10 features .* in_dim=64"):
-        build_model(_mlp(16))(torch.randn(2, 10))
+        _mlp(16).build()(torch.randn(2, 10))
 
 
 # ---------------------------------------------------------------- architecture
@@ -77,7 +74,7 @@ def test_inputs_of_the_wrong_size_raise():
 @pytest.mark.parametrize("width, n_heads", [(32, 2), (64, 4), (128, 8)])
 def test_llama_head_count_grows_with_width_at_fixed_head_dim(width, n_heads):
     cfg = _llama(width)
-    model = build_model(cfg)
+    model = cfg.build()
     assert cfg.n_heads == n_heads
     assert model.layers[0].attention.n_heads == n_heads
     assert model.layers[0].attention.head_dim == 16
@@ -85,13 +82,13 @@ def test_llama_head_count_grows_with_width_at_fixed_head_dim(width, n_heads):
 
 @pytest.mark.parametrize("width", [32, 64])
 def test_llama_swiglu_hidden_is_exactly_3x_width(width):
-    ff = build_model(_llama(width)).layers[0].feed_forward
+    ff = _llama(width).build().layers[0].feed_forward
     assert ff.w1.weight.shape == ff.w3.weight.shape == (3 * width, width)
     assert ff.w2.weight.shape == (width, 3 * width)
 
 
 def test_llama_has_lingua_names_and_no_linear_biases():
-    names = dict(build_model(_llama(32)).named_parameters())
+    names = dict(_llama(32).build().named_parameters())
     for part in ["attention.wq", "attention.wk", "attention.wv", "attention.wo",
                  "feed_forward.w1", "feed_forward.w2", "feed_forward.w3", "attention_norm", "ffn_norm"]:
         assert f"layers.1.{part}.weight" in names
@@ -101,7 +98,7 @@ def test_llama_has_lingua_names_and_no_linear_biases():
 
 def test_llama_is_causal():
     torch.manual_seed(0)
-    model = build_model(_llama(32))
+    model = _llama(32).build()
     tokens = torch.randint(0, 64, (2, 16))
     changed = tokens.clone()
     changed[:, 10:] = (changed[:, 10:] + 1) % 64
@@ -120,13 +117,13 @@ def test_rope_rotates_without_changing_norms_and_is_identity_at_position_0():
 
 
 def test_llama_rope_tables_are_non_persistent_buffers():
-    model = build_model(_llama(32))
+    model = _llama(32).build()
     assert model.rope_cos.shape == (16, 16)
     assert not any("rope" in k for k in model.state_dict())
 
 
 def test_resnet_v15_downsamples_in_the_3x3_conv_with_a_projection_shortcut():
-    model = build_model(_resnet(8))
+    model = _resnet(8).build()
     block = model.layer2[0]
     assert block.conv1.stride == (1, 1) and block.conv2.stride == (2, 2)
     assert block.downsample[0].stride == (2, 2) and block.downsample[0].kernel_size == (1, 1)
@@ -144,11 +141,11 @@ def test_llama_parameter_count_formula(width):
     cfg = _llama(width)
     per_block = 4 * width**2 + 9 * width**2 + 2 * width  # attention + SwiGLU (3x) + two gains
     expected = 2 * cfg.vocab_size * width + cfg.depth * per_block + width
-    assert _n_params(build_model(cfg)) == expected
+    assert _n_params(cfg.build()) == expected
 
 
 def test_llama_hidden_matrices_scale_as_m_squared_and_the_rest_as_m():
-    small, large = build_model(_llama(32)), build_model(_llama(64))
+    small, large = _llama(32).build(), _llama(64).build()
     def hidden(model):
         return sum(p.numel() for n, p in model.named_parameters() if p.ndim == 2 and n.startswith("layers."))
 
@@ -161,12 +158,12 @@ def test_llama_hidden_matrices_scale_as_m_squared_and_the_rest_as_m():
 def test_mlp_parameter_count_formula(width):
     cfg = _mlp(width)
     weights = cfg.in_dim * width + (cfg.depth - 1) * width**2 + width * cfg.out_dim
-    assert _n_params(build_model(cfg)) == weights + cfg.depth * width + cfg.out_dim
-    assert _n_params(build_model(_mlp(width, bias=False))) == weights
+    assert _n_params(cfg.build()) == weights + cfg.depth * width + cfg.out_dim
+    assert _n_params(_mlp(width, bias=False).build()) == weights
 
 
 def test_resnet_interior_convs_scale_as_m_squared_stem_and_fc_as_m():
-    small, large = build_model(_resnet(8)), build_model(_resnet(16))
+    small, large = _resnet(8).build(), _resnet(16).build()
     def convs(model):
         return sum(p.numel() for n, p in model.named_parameters() if n.startswith("layer") and p.ndim == 4)
 
@@ -185,7 +182,7 @@ def _assert_std(tensor: torch.Tensor, expected: float, rel: float = 0.05) -> Non
 
 def test_llama_linear_init_is_one_over_sqrt_fan_in_and_embedding_one_over_sqrt_width():
     torch.manual_seed(0)
-    model = build_model(_llama(128))
+    model = _llama(128).build()
     for name, p in model.named_parameters():
         if p.ndim == 2 and name != "tok_embeddings.weight":
             _assert_std(p, 1 / math.sqrt(p.shape[1]))
@@ -195,12 +192,12 @@ def test_llama_linear_init_is_one_over_sqrt_fan_in_and_embedding_one_over_sqrt_w
 
 def test_llama_embed_init_std_can_be_set_like_the_n01_pilot():
     torch.manual_seed(0)
-    _assert_std(build_model(_llama(128, embed_init_std=1.0)).tok_embeddings.weight, 1.0)
+    _assert_std(_llama(128, embed_init_std=1.0).build().tok_embeddings.weight, 1.0)
 
 
 def test_mlp_init_is_one_over_sqrt_fan_in_with_zero_biases():
     torch.manual_seed(0)
-    model = build_model(_mlp(256, in_dim=512))
+    model = _mlp(256, in_dim=512).build()
     for layer in [*model.layers, model.output]:
         _assert_std(layer.weight, 1 / math.sqrt(layer.in_features), rel=0.1)
         assert torch.count_nonzero(layer.bias) == 0
@@ -208,7 +205,7 @@ def test_mlp_init_is_one_over_sqrt_fan_in_with_zero_biases():
 
 def test_resnet_init_kaiming_fan_in_convs_and_bn_identity():
     torch.manual_seed(0)
-    model = build_model(_resnet(32))
+    model = _resnet(32).build()
     conv = model.layer2[0].conv2.weight
     _assert_std(conv, math.sqrt(2 / conv[0].numel()))
     _assert_std(model.fc.weight, 1 / math.sqrt(model.fc.in_features), rel=0.1)
@@ -217,7 +214,7 @@ def test_resnet_init_kaiming_fan_in_convs_and_bn_identity():
 
 
 def test_resnet_zero_init_last_bn_zeroes_only_bn3_gammas():
-    model = build_model(_resnet(8, zero_init_last_bn=True))
+    model = _resnet(8, zero_init_last_bn=True).build()
     for name, p in model.named_parameters():
         if name.endswith("weight") and "bn" in name:
             assert (p == 0).all() == name.endswith("bn3.weight"), name
@@ -226,12 +223,12 @@ def test_resnet_zero_init_last_bn_zeroes_only_bn3_gammas():
 @pytest.mark.parametrize("cfg", [_llama(32), _mlp(16), _resnet(8)], ids=["llama", "mlp", "resnet"])
 def test_same_seed_gives_the_same_init(cfg):
     torch.manual_seed(123)
-    a = build_model(cfg).state_dict()
+    a = cfg.build().state_dict()
     torch.manual_seed(123)
-    b = build_model(cfg).state_dict()
+    b = cfg.build().state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     torch.manual_seed(124)
-    c = build_model(cfg).state_dict()
+    c = cfg.build().state_dict()
     assert not all(torch.equal(a[k], c[k]) for k in a if k.endswith("weight"))
 
 
@@ -240,19 +237,19 @@ def test_same_seed_gives_the_same_init(cfg):
 
 @pytest.mark.parametrize("cfg", [_llama(64), _mlp(32), _resnet(16)], ids=["llama", "mlp", "resnet"])
 def test_build_base_model_is_the_same_config_at_base_width(cfg):
-    base = build_base_model(cfg)
-    assert base.cfg == base_config(cfg) == cfg.model_copy(update={"width": cfg.base_width})
-    assert width_mult(cfg) == 2.0 and width_mult(base_config(cfg)) == 1.0
-    assert [n for n, _ in base.named_parameters()] == [n for n, _ in build_model(cfg).named_parameters()]
+    base = cfg.build_base()
+    assert base.cfg == cfg.base() == cfg.model_copy(update={"width": cfg.base_width})
+    assert cfg.width_mult == 2.0 and cfg.base().width_mult == 1.0
+    assert [n for n, _ in base.named_parameters()] == [n for n, _ in cfg.build().named_parameters()]
 
 
 def test_build_base_model_leaves_the_global_rng_alone():
     cfg = _llama(64)
     torch.manual_seed(7)
-    direct = build_model(cfg).state_dict()
+    direct = cfg.build().state_dict()
     torch.manual_seed(7)
-    build_base_model(cfg)
-    after_base = build_model(cfg).state_dict()
+    cfg.build_base()
+    after_base = cfg.build().state_dict()
     assert all(torch.equal(direct[k], after_base[k]) for k in direct)
 
 
@@ -294,11 +291,9 @@ def test_model_config_is_a_union_discriminated_by_family():
         adapter.validate_python({"family": "mlp", "head_dim": 16})
 
 
-def test_configs_are_frozen_and_build_model_rejects_non_configs():
+def test_configs_are_frozen():
     with pytest.raises(ValidationError, match="frozen"):
         _mlp(16).width = 32
-    with pytest.raises(ValueError, match="family: unknown model family"):
-        build_model({"family": "mlp"})
 
 
 # ---------------------------------------------------------------- parameter roles (paper §2.4, Appendix G.2)
@@ -347,12 +342,11 @@ ROLE_CASES = [(_llama(64), LLAMA_ROLES), (_mlp(32), MLP_ROLES), (_resnet(16), RE
 @pytest.mark.parametrize("reference", ["base_model", "width_mult"])
 @pytest.mark.parametrize("cfg, table", ROLE_CASES, ids=["llama", "mlp", "resnet"])
 def test_parameter_roles_at_2x_width(cfg, table, reference):
-    scaling = pytest.importorskip("lrtransfer.scaling")
-    model = build_model(cfg)
+    model = cfg.build()
     if reference == "base_model":
-        infos = scaling.parameter_roles(model, build_base_model(cfg))
+        infos = parameter_roles(model, cfg.build_base())
     else:
-        infos = scaling.parameter_roles(model, width_mult=width_mult(cfg))
+        infos = parameter_roles(model, width_mult=cfg.width_mult)
     for name, role in table.items():
         assert infos[name].role == role, name
     assert set(infos) == {n for n, _ in model.named_parameters()}
@@ -365,8 +359,7 @@ def test_parameter_roles_at_2x_width(cfg, table, reference):
 
 @pytest.mark.parametrize("cfg", [_llama(32), _mlp(16), _resnet(8)], ids=["llama", "mlp", "resnet"])
 def test_every_family_has_all_its_roles_at_base_width(cfg):
-    scaling = pytest.importorskip("lrtransfer.scaling")
-    roles = {i.role for i in scaling.parameter_roles(build_model(cfg), width_mult=1.0).values()}
+    roles = {i.role for i in parameter_roles(cfg.build(), width_mult=1.0).values()}
     expected = {"input", "hidden", "output"} | ({"bias"} if cfg.family != "llama" else set())
     expected |= {"gain"} if cfg.family != "mlp" else set()
     assert roles == expected
@@ -377,7 +370,7 @@ def test_every_family_has_all_its_roles_at_base_width(cfg):
 
 def test_llama_fits_a_fixed_batch_in_a_few_adamw_steps():
     torch.manual_seed(0)
-    model = build_model(_llama(32))
+    model = _llama(32).build()
     tokens = torch.randint(0, 64, (4, 17))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = []

@@ -11,11 +11,11 @@ from urllib.parse import unquote, urlparse
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
 
-from lrtransfer.report import _cell, write_report  # noqa: E402
+from lrtransfer.report import _cell, write_report
 
 EVIL = "<script>window.__pwned = 1</script>"
 
@@ -62,7 +62,7 @@ def make_study(root: Path) -> dict:
     best = pd.DataFrame({"arm": ["independent", "independent"], "width_mult": [1, 4],
                          "best_lr_grid": [4e-3, 4e-3], "best_lr_fit": [3.7e-3, 4.2e-3],
                          "loss": [2.01, 1.9], "regret": [0.0, 0.001], "at_edge": [False, True]})
-    return dict(out_dir=out, title=f"Demo <b>study</b>", verdicts=verdicts, best=best,
+    return dict(out_dir=out, title="Demo <b>study</b>", verdicts=verdicts, best=best,
                 figures=figures, spec_yaml=f"name: demo\nnote: '{EVIL}'\n", runs=runs,
                 notes=["Runs span 3 timescales 1/(2ηλ) at the base width.", EVIL])
 

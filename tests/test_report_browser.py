@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from test_report import make_study  # tests/ is on sys.path (no package __init__)
 from lrtransfer.report import write_report
+from test_report import make_study  # tests/ is on sys.path (no package __init__)
 
 INSTALL = ("the report browser test needs Chromium and its driver: "
            "apt-get update && apt-get install -y chromium chromium-driver")

@@ -268,7 +268,7 @@ ERRORS = [
     (ToyMLP(16), None, dict(width_mult=2, lr_scaling="mupp"), ValueError,
      "lr_scaling: 'mupp' is not one of mup|sqrt|none"),
     (ToyMLP(16), None, dict(width_mult=2, wd_scaling="indep"), ValueError,
-     "wd_scaling: 'indep' is not one of independent|standard|none"),
+     "wd_scaling: 'indep' is not one of none|standard|independent"),
     (ToyMLP(16), None, dict(width_mult=2, lr=0), ValueError, "lr: must be a finite number > 0, got 0"),
     (ToyMLP(16), None, dict(width_mult=2, lr=-1e-3), ValueError, "lr: must be a finite number > 0"),
     (ToyMLP(16), None, dict(width_mult=2, lr="1e-2"), ValueError, "lr: must be a finite number > 0"),

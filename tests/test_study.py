@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lrtransfer.study import run_study, study_names, study_spec, timescales
 from lrtransfer.config import resolve
+from lrtransfer.study import run_study, study_names, study_spec, timescales
 from lrtransfer.sweep import load_spec
 
 TINY = {
@@ -82,10 +82,8 @@ def test_cli_rejects_unknown_study_and_non_sweep_folder(tmp_path):
     assert bad.returncode != 0 and "no plan.csv" in bad.stderr
 
 
-def test_warmups_study_has_the_figure6_arms():
-    from lrtransfer.plots.study import is_warmup_arm
-
+def test_warmups_study_declares_the_figure6_arms():
     spec = load_spec(study_spec("warmups"))
-    arms = [a for a in spec.arm_overrides() if is_warmup_arm(a)]
+    arms = spec.warmup_arms
     assert sorted(arms) == ["decay_away", "exp", "warmup10", "warmup50"]
     assert all(spec.arms[a]["optim.lr_scaling"] == "none" for a in arms)  # "without muP"

@@ -7,16 +7,35 @@ import pytest
 from lrtransfer import theory
 from lrtransfer.analysis import layer_lrs
 from lrtransfer.config import resolve
-from lrtransfer.plots.study import (FigureInfo, alignment_data, layer_alignment_data, plot_alignment,
-                                    plot_layer_alignment, plot_rrc, plot_transfer, plot_warmup_effect, rrc_data,
-                                    transfer_data, warmup_effect_data, warmup_transfer_data, write_study_figures)
+from lrtransfer.plots.study import (
+    FigureInfo,
+    alignment_data,
+    layer_alignment_data,
+    plot_alignment,
+    plot_layer_alignment,
+    plot_rrc,
+    plot_transfer,
+    plot_warmup_effect,
+    rrc_data,
+    transfer_data,
+    warmup_effect_data,
+    warmup_transfer_data,
+    write_study_figures,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WIDTHS, BASE = (1, 2, 4, 8), 32
 LRS = 1e-3 * 2.0 ** np.arange(8)
 OPTIMA = {"none": (1.6e-2, 0.3), "standard": (8e-3, 0.8), "independent": (8e-3, 0.0),  # (lr* at 1×, exponent of m)
           "warmup50": (4e-3, 0.5), "exp50": (8e-3, 0.15)}
+WARMUP_ARMS = ["warmup50", "exp50"]
 DYN_LR, STEPS, EVERY = 8e-3, 1500, 25
+COLUMNS = {"figure1_transfer": {"arm", "width_mult", "lr", "loss", "opt_lr", "verdict"},
+           "figure3_rrc": {"arm", "width_mult", "step", "relative_repr_change", "alignment_ratio", "relative_update"},
+           "figure4_alignment": {"width_mult", "step", "weight_alignment", "update_alignment", "alignment_ratio"},
+           "figure5_warmup_effect": {"step", "ratio_predicted"},
+           "figure6_warmup_transfer": {"arm", "width_mult", "lr", "loss", "opt_lr"},
+           "figure16_layer_alignment": {"width_mult", "layer", "alignment_ratio"}}
 LAYERS = [(f"layers.{i}.{n}", k) for i in range(2) for n, k in
           [("attention.wq", 1), ("attention.wk", 1), ("attention.wv", 1), ("attention.wo", 1),
            ("feed_forward.w1", 1), ("feed_forward.w2", 3), ("feed_forward.w3", 1)]] + [("output", 1)]
@@ -96,7 +115,7 @@ def study():
 @pytest.fixture(scope="module")
 def written(study, tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    return out, {f.name: f for f in write_study_figures(*study, out)}
+    return out, {f.name: f for f in write_study_figures(*study, out, warmup_arms=WARMUP_ARMS)}
 
 
 def test_every_figure_written_with_its_numbers(written):
@@ -106,7 +125,12 @@ def test_every_figure_written_with_its_numbers(written):
     for f in figs.values():
         assert isinstance(f, FigureInfo) and f.png.parent == out and f.csv == f.png.with_suffix(".csv")
         assert f.png.read_bytes()[:8] == PNG_MAGIC and f.png.stat().st_size > 10_000
-        assert len(pd.read_csv(f.csv)) > 0 and f.title and 40 < len(f.caption) < 500
+        df = pd.read_csv(f.csv)
+        assert COLUMNS[f.name] <= set(df.columns), f.name
+        assert len(df) > 0 and f.title and 40 < len(f.caption) < 500
+    f1 = pd.read_csv(figs["figure1_transfer"].csv).groupby(["arm", "width_mult"]).opt_lr.first()
+    assert np.allclose(np.log2(f1["independent"] / 8e-3), 0, atol=0.5)  # the planted optima, read off the CSV
+    assert np.log2(f1["standard"][8] / f1["standard"][1]) == pytest.approx(0.8 * 3, abs=0.5)
 
 
 def test_figure1_loss_is_the_seed_mean_and_marks_divergence(study, written):
@@ -142,9 +166,7 @@ def test_figure3_and_4_numbers_equal_the_records(study, written):
 def test_figure5_prediction_is_a_ratio_of_two_rms_trajectories(study, written):
     df = pd.read_csv(written[0] / "figure5_warmup_effect.csv")
     mult = resolve(preset="lm-shakespeare", overrides=[f"run.steps={STEPS}"])
-    from lrtransfer.training.setup import lr_multipliers
-
-    base_mult = lr_multipliers(mult.schedule, STEPS, mult.optim, 8)
+    base_mult = mult.schedule.multipliers(STEPS, lr=mult.optim.lr, weight_decay=mult.optim.weight_decay, width_mult=8)
     lam = mult.optim.weight_decay
     eta, eta_hat = DYN_LR * base_mult, DYN_LR / 8 * base_mult
     rho0 = (BASE * 8) ** -0.5
@@ -193,11 +215,12 @@ def test_missing_inputs_skip(study, tmp_path):
     no_dyn = align[align.phase.astype(str) != "dynamics"]
     assert rrc_data(results, None) is None and alignment_data(results, no_dyn) is None
     assert warmup_effect_data(results, no_dyn) is None and layer_alignment_data(results, None) is None
-    assert warmup_transfer_data(results[~results.arm.isin(["warmup50", "exp50"])]) is None
+    assert warmup_transfer_data(results[~results.arm.isin(WARMUP_ARMS)], WARMUP_ARMS) is None
+    assert warmup_transfer_data(results) is None  # no arms declared: no Figure 6
     assert transfer_data(None) is None and transfer_data(results.drop(columns="final_train_loss")) is None
     for plot in (plot_transfer, plot_rrc, plot_alignment, plot_warmup_effect, plot_layer_alignment):
         assert plot(None, tmp_path / "x.png") is None
-    figs = write_study_figures(results, None, tmp_path)
+    figs = write_study_figures(results, None, tmp_path, warmup_arms=WARMUP_ARMS)
     assert [f.name for f in figs] == ["figure1_transfer", "figure6_warmup_transfer"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         f"{f.name}.{e}" for f in figs for e in ("png", "csv"))
@@ -205,8 +228,12 @@ def test_missing_inputs_skip(study, tmp_path):
 
 def test_every_figure_replots_from_its_csv(written, tmp_path):
     """The CSV beside a PNG is enough to redraw it (no training, no other frame)."""
+    import matplotlib.pyplot as plt
+
     from lrtransfer.plots.study import FIGURES
 
-    for fig in (f for f in FIGURES if f.name in ("figure1_transfer", "figure5_warmup_effect", "figure16_layer_alignment")):
+    names = ("figure1_transfer", "figure5_warmup_effect", "figure16_layer_alignment")
+    for fig in (f for f in FIGURES if f.name in names):
         df = pd.read_csv(written[1][fig.name].csv)
-        assert fig.plot(df, tmp_path / f"{fig.name}.png").read_bytes()[:8] == PNG_MAGIC
+        again = fig.plot(df, tmp_path / f"{fig.name}.png")
+        assert np.array_equal(plt.imread(again), plt.imread(written[1][fig.name].png)), fig.name  # the same picture

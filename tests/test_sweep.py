@@ -15,9 +15,10 @@ import yaml
 from typer.testing import CliRunner
 
 from lrtransfer import store
+from lrtransfer.analysis import phase1_picks
 from lrtransfer.cli import app
 from lrtransfer.config import preset_dict
-from lrtransfer.sweep import SpecError, alignment, best_lr, load_spec, results, run_sweep
+from lrtransfer.sweep import SpecError, alignment, load_spec, results, run_sweep
 from lrtransfer.sweep.plan import dynamics, phase1, phase2
 from lrtransfer.sweep.spec import dump_spec
 
@@ -101,7 +102,7 @@ def test_one_phase_keeps_the_configured_fixed_lr():
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["arm", "lr", "seed", "status", "final_train_loss"])
+    return pd.DataFrame(rows, columns=["arm", "lr", "seed", "status", "final_train_loss"]).assign(width_mult=1.0)
 
 
 @pytest.mark.parametrize("rows, best", [
@@ -113,8 +114,8 @@ def frame(rows: list[tuple]) -> pd.DataFrame:
     ([("a", 1e-3, 0, "failed", None), ("a", 2e-3, 0, "pending", None), ("b", 4e-3, 0, "done", 2.0)],
      {"b": 4e-3}),  # an arm with no finished LR is left out
 ])
-def test_best_lr(rows, best):
-    assert best_lr(frame(rows)) == best
+def test_phase1_picks(rows, best):
+    assert phase1_picks(frame(rows)) == best
 
 
 # --- real sweeps -------------------------------------------------------------------------------

@@ -40,7 +40,8 @@ def test_eq27_direct_values():
     assert T.update_alignment(64, 16, 0.0) == pytest.approx(np.sqrt(81 / 1024))
     assert T.update_alignment(256, 4096, 0.0) == pytest.approx(np.sqrt((256 + 4096 + 1) / (256 * 4096)))
     assert T.update_alignment(1024, 4096, 1e6) == pytest.approx(1.0, rel=1e-3)
-    np.testing.assert_allclose(T.update_alignment(np.array(GRID), 64, 0.0), [T.update_alignment(c, 64, 0.0) for c in GRID])
+    np.testing.assert_allclose(T.update_alignment(np.array(GRID), 64, 0.0),
+                               [T.update_alignment(c, 64, 0.0) for c in GRID])
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,24 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "lrtransfer.cli", *args]
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")  # no optimizer step needed here
+@pytest.mark.parametrize("extra", [[], ["schedule.extra_warmup=exp", "model.width=64", "optim.fixed_lr=0.02"]])
+def test_the_lrs_analysis_reads_are_the_lrs_the_optimizer_uses(extra):
+    import torch
+
+    from lrtransfer.analysis import layer_lrs
+    from lrtransfer.training.distributed import Dist
+    from lrtransfer.training.setup import build_parts
+
+    config = tiny(*extra)
+    parts = build_parts(config, torch.device("cpu"), Dist())
+    expected = {role: layer_lrs(config, role)[0] for role in ("hidden", "output", "input", "gain")}
+    for step in range(config.run.steps):
+        for group in parts.optimizer.param_groups:
+            assert group["lr"] == pytest.approx(expected[group["role"]][step], rel=1e-12), (step, group["role"])
+        parts.scheduler.step()
+
+
 def test_run_folder_is_self_describing(tmp_path):
     summary = train(tiny(), tmp_path / "run", progress=False)
     files = {p.name for p in (tmp_path / "run").iterdir()}
@@ -40,8 +58,9 @@ def test_run_folder_is_self_describing(tmp_path):
     assert summary["status"] == "done" and summary["steps"] == 12 and summary["diverged_at"] is None
     assert summary["final_train_loss"] == pytest.approx(sum(losses(tmp_path / "run")[-10:]) / 10)
     rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
-    assert [r["step"] for r in rows if "val_loss" in r] == [5, 12]  # every 6 steps (not at the last) + final
-    assert {"lr/input", "lr/hidden", "lr/output", "lr/gain"} <= set(rows[0])
+    # every 6 steps (not at the last) + final, each labelled with the 0-based step it follows
+    assert [r["step"] for r in rows if "val_loss" in r] == [5, 11]
+    assert set(rows[0]) == {"step", "train_loss"}  # the per-step LRs are the config's (test below), not logged
     align = read_jsonl(tmp_path / "run" / "alignment.jsonl")
     assert sorted({r["step"] for r in align}) == [0, 10]
     assert {r["role"] for r in align} == {"hidden", "output"}

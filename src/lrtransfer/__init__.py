@@ -6,13 +6,16 @@ The public API in one place:
 * `AlignmentMonitor` — per-layer alignment diagnostics during training (Eq 2, 4);
 * `schedules` — LR multipliers, incl. the extra warmups of Eq 14-15;
 * `theory` — the analytic models of Appendices B, E, F (Eq 13, 27-39);
-* `train`, `RunConfig`, `store` — resumable single runs and the SQLite run store.
+* `train`, `RunConfig`, `resolve`, `store` — resumable single runs and the SQLite run store;
+* `run_sweep`, `results`, `best_lrs`, `verdicts` — LR-transfer sweeps and their analysis.
 """
 
 from lrtransfer import schedules, store, theory
-from lrtransfer.config import RunConfig
+from lrtransfer.analysis import best_lrs, verdicts
+from lrtransfer.config import RunConfig, resolve
 from lrtransfer.monitor import AlignmentMonitor
-from lrtransfer.scaling import ParamInfo, param_groups, parameter_roles, split_groups
+from lrtransfer.scaling import ParamInfo, param_groups, parameter_roles, role_hyperparams, split_groups
+from lrtransfer.sweep import results, run_sweep
 from lrtransfer.training import train
 
 __version__ = "0.1.0"
@@ -21,11 +24,17 @@ __all__ = [
     "AlignmentMonitor",
     "ParamInfo",
     "RunConfig",
+    "best_lrs",
     "param_groups",
     "parameter_roles",
+    "resolve",
+    "results",
+    "role_hyperparams",
+    "run_sweep",
     "schedules",
     "split_groups",
     "store",
     "theory",
     "train",
+    "verdicts",
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -24,10 +23,10 @@ def theory(out: Path = typer.Option(Path("runs/theory"), help="Folder for the PN
 
 @app.command()
 def train(
-    args: Optional[list[str]] = typer.Argument(None, help="[CONFIG.yaml] [dotted.key=value ...]"),
-    out: Optional[Path] = typer.Option(None, help="Run folder (resumes if it holds a checkpoint)."),
-    preset: Optional[str] = typer.Option(None, help="Built-in config (list them: lrtransfer presets)."),
-    store: Optional[Path] = typer.Option(None, help="SQLite run store (default: runs.db beside --out)."),
+    args: list[str] | None = typer.Argument(None, help="[CONFIG.yaml] [dotted.key=value ...]"),
+    out: Path | None = typer.Option(None, help="Run folder (resumes if it holds a checkpoint)."),
+    preset: str | None = typer.Option(None, help="Built-in config (list them: lrtransfer presets)."),
+    store: Path | None = typer.Option(None, help="SQLite run store (default: runs.db beside --out)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     force: bool = typer.Option(False, "--force", help="Re-run even if this config already finished."),
 ) -> None:
@@ -57,10 +56,10 @@ def train(
 def sweep(
     spec: Path = typer.Argument(..., help="Sweep spec YAML (docs/study.md) or a built-in study name."),
     out: Path = typer.Option(..., help="Sweep folder: runs.db, runs/, plan.csv, sweep.yaml (re-run to resume)."),
-    workers: Optional[int] = typer.Option(None, min=1, help="Parallel runs (default: cores / threads)."),
+    workers: int | None = typer.Option(None, min=1, help="Parallel runs (default: cores / threads)."),
     threads: int = typer.Option(1, min=1, help="torch threads per run."),
     executor: str = typer.Option("local", help="local (process pool) | ray (needs the ray extra of lrtransfer)."),
-    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: start a local one)."),
+    ray_address: str | None = typer.Option(None, help="Ray cluster to join (default: start a local one)."),
 ) -> None:
     """Run or resume an LR-transfer sweep (two-phase protocol, Appendix G.2); exit 1 if a run failed
     or an arm could not be planned."""
@@ -93,7 +92,7 @@ def sweep(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Study folder (re-run to resume)."),
     study: str = typer.Option("demo", help="Built-in study: demo | study-mlp | study-resnet | warmups (Figure 6)."),
-    workers: Optional[int] = typer.Option(None, min=1, help="Parallel runs (default: one per core)."),
+    workers: int | None = typer.Option(None, min=1, help="Parallel runs (default: one per core)."),
     threads: int = typer.Option(1, min=1, help="torch threads per run."),
 ) -> None:
     """The main job: the built-in LR-transfer study, its figures and report (resumes if killed)."""
@@ -163,6 +162,9 @@ def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
 
 
 def main() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # the command line draws files only; the library leaves the backend to its caller
     app()
 
 

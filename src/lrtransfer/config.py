@@ -1,88 +1,43 @@
-"""Typed run configuration: one pydantic model per component, nested into `RunConfig`.
+"""The run config and the one path that makes it: defaults → YAML file or preset → dotted overrides.
 
-One path from defaults to the resolved config (lingua / OLMo-core style):
-defaults → YAML file or built-in preset → dotted overrides (`optim.lr=3e-3`).
-Every field has a one-line description; an invalid value raises `ConfigError`
-naming the field (``optim.wd_scaling: Input should be 'independent', 'standard' or 'none'``).
+`RunConfig` nests one typed config per component, each of which builds its own part (torchtitan
+style): ``model.build()``, ``data.build()``, ``optim.build(model, reference)``,
+``schedule.multipliers(...)`` and ``monitor.build(model)``. This module is the one home of the
+config machinery every config — run configs and sweep specs alike — goes through:
+`apply_overrides` (dotted keys), `format_errors` (one line per field, ``optim.wd_scaling: …``,
+``widths[1]: …``), `load_yaml` (safe loader) and `config_hash` (a run's identity).
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from lrtransfer.data import DataConfig
-from lrtransfer.models import ModelConfig
+from lrtransfer import jsonl
+from lrtransfer.data import DATA_SOURCES, DataConfig
+from lrtransfer.models import FAMILIES, ModelConfig
+from lrtransfer.monitor import MonitorConfig
+from lrtransfer.optim import OptimConfig
+from lrtransfer.schedules import ScheduleConfig
+from lrtransfer.strict import ConfigError, Strict
 
-Role = Literal["input", "hidden", "output", "gain", "bias"]
+__all__ = ["ConfigError", "MonitorConfig", "OptimConfig", "RunConfig", "RunSettings", "ScheduleConfig", "Strict",
+           "apply_overrides", "config_hash", "dump_yaml", "format_errors", "load_yaml", "presets", "resolve",
+           "validate"]
 
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OptimConfig(_Strict):
-    """AdamW with width-aware per-layer LR and weight-decay scaling (see `lrtransfer.scaling`)."""
-
-    name: Literal["adamw", "sgd"] = Field("adamw", description="Optimizer: PyTorch AdamW (paper Algorithm 1) or SGD.")
-    lr: float = Field(1e-2, gt=0, description="Base LR of the width-scaling (hidden, output) layers, before scaling.")
-    fixed_lr: float | None = Field(
-        None, gt=0, description="LR of input, gain and bias params (Appendix G.2 phase 2); default `lr`."
-    )
-    weight_decay: float = Field(0.1, ge=0, description="Base weight decay λ (PyTorch AdamW: decay step η·λ).")
-    lr_scaling: Literal["mup", "sqrt", "none"] = Field("mup", description="Hidden/output LR rule: ×1/m, ×1/√m, ×1.")
-    wd_scaling: Literal["independent", "standard", "none"] = Field(
-        "independent", description="Weight-decay rule (Eq 7, 8): ×m (keeps η·λ), ×1, or 0."
-    )
-    no_decay: tuple[Role, ...] = Field(("gain",), description="Roles with weight decay 0 (paper: gains only).")
-    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW (β1, β2); SGD uses β1 as momentum.")
-    eps: float = Field(1e-8, gt=0, description="AdamW ε.")
-    foreach: bool | None = Field(None, description="Use torch's foreach AdamW kernel (None: torch's default).")
-
-    @field_validator("betas")
-    @classmethod
-    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not all(0.0 <= b < 1.0 for b in v):
-            raise ValueError(f"each beta must be in [0, 1), got {v}")
-        return v
+# Discriminator values pydantic puts into error locations ("model.llama.width"); derived from the unions.
+_TAGS = frozenset(get_args(c.model_fields["family"].annotation)[0] for c in FAMILIES) | frozenset(
+    get_args(c.model_fields["kind"].annotation)[0] for c in DATA_SOURCES)
 
 
-class ScheduleConfig(_Strict):
-    """LR multiplier per step (`lrtransfer.schedules`); never overwrites a group's scaled LR."""
-
-    name: Literal["warmup_linear_decay", "warmup_cosine", "constant"] = Field(
-        "warmup_linear_decay", description="Base schedule (paper default: 10% linear warmup, linear decay to 0)."
-    )
-    warmup: float = Field(0.1, ge=0, le=1, description="Linear warmup length as a fraction of the run.")
-    extra_warmup: Literal["none", "exp", "decay_away"] = Field(
-        "none", description="Additional width-dependent warmup factor: Eq 14 (exp) or Eq 15 (decay_away)."
-    )
-    extra_warmup_length: float = Field(
-        0.5, gt=0, le=1, description="Length T_W of the exp warmup (Eq 14) as a fraction of the run."
-    )
-    extra_warmup_width_mult: float | None = Field(
-        None, ge=1, description="m in Eq 14/15; default: the model's width multiplier."
-    )
-
-
-class MonitorConfig(_Strict):
-    """Per-layer alignment diagnostics (Eq 2, 4) recorded by `AlignmentMonitor`."""
-
-    enabled: bool = Field(True, description="Record alignment metrics on measured steps.")
-    every: int = Field(10, ge=1, description="Measure every this many steps.")
-    sample: float = Field(1 / 64, gt=0, le=1, description="Fraction of the (rank 0 micro-)batch used as X.")
-    layers: list[str] | None = Field(None, description="Module names or glob patterns to measure; default all.")
-
-
-class RunSettings(_Strict):
+class RunSettings(Strict):
     """Length, batch, seed, intervals and hardware of one training run."""
 
     steps: int = Field(1000, ge=1, description="Optimizer steps.")
@@ -96,9 +51,16 @@ class RunSettings(_Strict):
     final_window: int = Field(100, ge=1, description="Final train loss = mean of the last this many steps.")
     max_loss: float = Field(20.0, gt=0, description="A loss above this (or NaN/inf) marks the run diverged.")
 
+    @field_validator("max_loss")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if v != v or v == float("inf"):
+            raise ValueError(f"must be a finite number, got {v}")
+        return v
 
-class RunConfig(_Strict):
-    """Everything that defines one training run; its hash identifies the run in the store."""
+
+class RunConfig(Strict):
+    """Everything that defines one training run; its `hash()` identifies the run in the store."""
 
     model: ModelConfig = Field(description="Model family and widths (`lrtransfer.models`).")
     data: DataConfig = Field(description="Dataset (`lrtransfer.data`).")
@@ -109,27 +71,101 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _model_fits_data(self) -> RunConfig:
-        m, d = self.model, self.data
-        if m.width < m.base_width:
-            raise ValueError(f"model.width: {m.width} is narrower than model.base_width {m.base_width}")
-        if m.family == "llama" and d.kind != "text":
-            raise ValueError(f"data.kind: the llama model needs text data, got {d.kind!r}")
-        if m.family == "llama" and d.seq_len > m.seq_len:
-            raise ValueError(f"data.seq_len: {d.seq_len} exceeds model.seq_len {m.seq_len}")
-        if m.family == "mlp" and d.kind == "synthetic" and (m.in_dim, m.out_dim) != (d.in_dim, d.out_dim):
-            raise ValueError(f"model.in_dim/out_dim: {m.in_dim}/{m.out_dim} must match data {d.in_dim}/{d.out_dim}")
-        if m.family == "mlp" and d.kind == "digits" and (m.in_dim, m.out_dim) != (64, 10):
-            raise ValueError("model.in_dim/out_dim: digits need in_dim 64 and out_dim 10")
-        if m.family == "resnet" and d.kind != "digits":
-            raise ValueError(f"data.kind: the resnet model needs image data (digits), got {d.kind!r}")
+        if self.model.width < self.model.base_width:
+            raise ValueError(f"model.width: {self.model.width} is narrower than model.base_width "
+                             f"{self.model.base_width}")
+        self.model.check_data(self.data)
         return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON/YAML-friendly dict (tuples as lists)."""
         return self.model_dump(mode="json")
 
+    def hash(self) -> str:
+        """The run's identity: `config_hash` of the resolved config."""
+        return config_hash(self.to_dict())
 
-# --- loading ---------------------------------------------------------------------------------
+    def lr_multipliers(self) -> Any:
+        """The schedule's multiplier of every step of this run (`ScheduleConfig.multipliers`)."""
+        return self.schedule.multipliers(self.run.steps, lr=self.optim.lr, weight_decay=self.optim.weight_decay,
+                                         width_mult=self.model.width_mult)
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Stable 16-hex-digit id of a resolved config: sha256 of its canonical JSON (`jsonl.dumps`).
+
+    Canonical: keys sorted at every depth, tuples as lists, numpy values as Python ones, floats by
+    their shortest round-trip repr, an integral float written as its int (``1.0`` ≡ ``1``, as Python's
+    ``==`` has it) but ``True`` ≢ ``1``. Any other change of a value gives a different hash.
+    """
+    return hashlib.sha256(jsonl.dumps(config, "config", canonical=True).encode()).hexdigest()[:16]
+
+
+# --- the one path: raw dicts, overrides, validation, errors ----------------------------------
+
+
+def parse_overrides(items: list[str] | Mapping[str, Any], where: str = "override") -> dict[str, Any]:
+    """``["a.b=1e-3", ...]`` (values parsed as YAML scalars/lists) or a mapping, as ``{dotted key: value}``.
+
+    Nested mappings are flattened (``{schedule: {warmup: 0.5}}`` → ``{schedule.warmup: 0.5}``), so
+    an override changes only the keys it names.
+    """
+    if isinstance(items, Mapping):
+        return _flatten(items)
+    out = {}
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{where} {item!r}: expected dotted.key=value")
+        out[key] = yaml.safe_load(text) if text else None
+    return out
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: list[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``raw`` with dotted overrides set: ``k=v`` strings or ``{dotted key: value}``."""
+    out = copy.deepcopy(dict(raw))
+    for key, value in parse_overrides(overrides).items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part!r} is a value, not a section")
+        node[leaf] = value
+    return out
+
+
+def _flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def validate(raw: Mapping[str, Any]) -> RunConfig:
+    """Validate a raw dict, turning pydantic's errors into one message per field."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_errors(err)) from None
+
+
+def format_errors(err: ValidationError, title: str = "invalid config") -> str:
+    """One line per error, located like ``optim.wd_scaling`` or ``widths[1]`` (union tags dropped)."""
+    lines = []
+    for e in err.errors():
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"] if p not in _TAGS).lstrip(".")
+        shown = e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], (dict, list))
+        got = f" (got {e['input']!r})" if shown else ""
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}{got}" if loc else f"{msg}{got}")
+    return f"{title}:\n  " + "\n  ".join(lines)
+
+
+# --- presets and files -----------------------------------------------------------------------
 
 
 def presets() -> list[str]:
@@ -146,24 +182,6 @@ def preset_dict(name: str) -> dict[str, Any]:
     return yaml.safe_load(text) or {}
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b.c=value` overrides; values are parsed as YAML scalars/lists (`1e-3`, `true`, `[1, 2]`)."""
-    out = _deep_copy(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected dotted.key=value")
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{key}: {part!r} is a value, not a section")
-            node = child
-        node[leaf] = yaml.safe_load(text) if text else None
-    return out
-
-
 def resolve(
     path: str | Path | None = None, *, preset: str | None = None, overrides: list[str] | None = None
 ) -> RunConfig:
@@ -178,43 +196,23 @@ def resolve(
     return validate(apply_overrides(raw, overrides or []))
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with the safe loader."""
+def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Read a YAML mapping with the safe loader; a missing file or a syntax error names the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file: {path} does not exist")
-    raw = yaml.safe_load(path.read_text())
-    if raw is not None and not isinstance(raw, dict):
-        raise ConfigError(f"config file: {path} must hold a mapping, not {type(raw).__name__}")
-    return raw or {}
-
-
-def validate(raw: dict[str, Any]) -> RunConfig:
-    """Validate a raw dict, turning pydantic's errors into one message per field."""
+        raise ConfigError(f"{what}: {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        return RunConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_errors(err)) from None
-
-
-def format_errors(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        # Drop discriminator tags (e.g. 'llama') that pydantic inserts into the location.
-        loc = ".".join(str(p) for p in e["loc"] if not _is_tag(p))
-        shown = e["type"] not in ("missing", "extra_forbidden") and not isinstance(e["input"], dict)
-        got = f" (got {e['input']!r})" if shown else ""
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}{got}" if loc else f"{msg}{got}")
-    return "invalid config:\n  " + "\n  ".join(lines)
-
-
-def _is_tag(part: Any) -> bool:
-    return part in ("llama", "mlp", "resnet", "text", "digits", "synthetic")
-
-
-def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" line {where.line + 1}" if where is not None else ""
+        reason = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"{what}: {path}{at}: invalid YAML ({reason})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what}: {path} is not a text file") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{what}: {path} must hold a mapping, not {type(raw).__name__}")
+    return raw or {}
 
 
 def dump_yaml(cfg: RunConfig) -> str:

@@ -31,9 +31,11 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from lrtransfer import jsonl
+from lrtransfer.strict import Strict
 
 NORMS = ("weight_norm", "update_norm", "input_norm", "output_norm", "output_change_norm")
 # metric -> (numerator, denominator factors), evaluated in order on the float64 norms (Eq 2, 4).
@@ -93,8 +95,9 @@ class AlignmentMonitor:
     Hooks exist only inside a measured step and are removed on exit, also when the body raises
     (then nothing is recorded). ``layers``: module names or fnmatch patterns (default: every
     Linear/Conv2d); a pattern matching none raises. ``roles``: parameter (``"a.b.weight"``) or
-    module name -> role or `ParamInfo` (pass ``parameter_roles(model, base)``), else "unknown". ``path``: JSON lines appended after each measured step
-    (a resumed run appends). Under torch.distributed only rank 0 measures its local micro-batch.
+    module name -> role or `ParamInfo` (pass ``parameter_roles(model, base)``), else "unknown".
+    ``path``: JSON lines appended after each measured step (a resumed run appends). Under
+    torch.distributed only rank 0 measures its local micro-batch.
     """
 
     def __init__(self, model: nn.Module, every: int = 10, sample: float = 1 / 64,
@@ -143,6 +146,11 @@ class AlignmentMonitor:
         self._records.extend(records)
         if self.path is not None:
             jsonl.append(self.path, records)
+
+    @property
+    def records(self) -> list[dict]:
+        """This monitor's records so far, one dict per measured step and layer (`COLUMNS`)."""
+        return list(self._records)
 
     def frame(self) -> pd.DataFrame:
         """This monitor's records (one row per measured step and layer) as a tidy DataFrame."""
@@ -242,3 +250,34 @@ def _role(roles: Mapping, name: str) -> str:
     """The role of module ``name``: values may be role strings or `ParamInfo` (``parameter_roles``)."""
     role = roles.get(f"{name}.weight", roles.get(name, "unknown"))
     return str(getattr(role, "role", role))
+
+
+class MonitorConfig(Strict):
+    """Per-layer alignment diagnostics (Eq 2, 4) recorded by `AlignmentMonitor` during a run."""
+
+    enabled: bool = Field(True, description="Record alignment metrics on measured steps.")
+    every: int = Field(10, ge=1, description="Measure every this many steps.")
+    sample: float = Field(1 / 64, gt=0, le=1, description="Fraction of the (rank 0 micro-)batch used as X.")
+    layers: list[str] | None = Field(None, description="Module names or glob patterns to measure; default all.")
+
+    def build(self, model: nn.Module, path: str | Path | None = None,
+              roles: Mapping[str, str] | None = None) -> AlignmentMonitor | NullMonitor:
+        """The run's monitor, or a `NullMonitor` that measures nothing when disabled."""
+        if not self.enabled:
+            return NullMonitor()
+        return AlignmentMonitor(model, every=self.every, sample=self.sample, layers=self.layers, path=path,
+                                roles=roles)
+
+
+class NullMonitor:
+    """The monitor of a run that measures nothing: same ``step`` context and ``frame``, no records."""
+
+    def step(self, step: int) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    @property
+    def records(self) -> list[dict]:
+        return []
+
+    def frame(self) -> pd.DataFrame:
+        return _frame([])

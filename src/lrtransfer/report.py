@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable, Sequence
 from html import escape
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import pandas as pd
+
+from lrtransfer.record import CONFIG
+from lrtransfer.store import DIVERGED, FAILED
 
 PAPER = ("Kosson, Welborn, Liu, Jaggi and Chen (2025), <em>Weight decay may matter more than μP "
          "for learning rate transfer in practice</em>, "
@@ -181,12 +185,12 @@ def _runs_table(runs: pd.DataFrame, out_dir: Path) -> str:
     links = []
     for folder in runs["folder"]:
         path = _run_folder(folder, out_dir)
-        config = path / "config.yaml"
+        config = path / CONFIG
         name = escape(path.name)
         links.append(f'<a href="{_href(config, out_dir)}">{name}</a>' if config.is_file() else name)
     status = runs["status"].astype(str).tolist() if "status" in runs.columns else [""] * len(runs)
     cells = {"folder": links}
     if "status" in runs.columns:  # a marker as well as a colour, so it survives printing
-        cells["status"] = [(DIVERGED_MARK if s == "diverged" else "") + escape(s) for s in status]
-    classes = [s if s in ("diverged", "failed") else "" for s in status]
+        cells["status"] = [(DIVERGED_MARK if s == DIVERGED else "") + escape(s) for s in status]
+    classes = [s if s in (DIVERGED, FAILED) else "" for s in status]
     return _table(runs.reset_index(drop=True), row_classes=classes, cells=cells)

@@ -24,10 +24,12 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from torch import nn
 
-ROLES = ("input", "hidden", "output", "gain", "bias")
+Role = Literal["input", "hidden", "output", "gain", "bias"]
+ROLES: tuple[str, ...] = get_args(Role)
 SCALED_ROLES = ("hidden", "output")  # fan-in grows with width: LR scaled by Eq. 6 / Appendix B.1
 
 _EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)

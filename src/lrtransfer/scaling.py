@@ -25,13 +25,18 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 from torch import nn
 
 from lrtransfer.roles import ROLES, SCALED_ROLES, ParamInfo, parameter_roles
 
-__all__ = ["LR_RULES", "WD_RULES", "ParamInfo", "param_groups", "parameter_roles", "role_hyperparams", "split_groups"]
+__all__ = ["LR_RULES", "WD_RULES", "LRRule", "ParamInfo", "WDRule", "param_groups", "parameter_roles",
+           "role_hyperparams", "split_groups"]
+
+LRRule = Literal["mup", "sqrt", "none"]  # the LR rules of hidden and output layers (Eq 6, App. B.1)
+WDRule = Literal["none", "standard", "independent"]  # the weight-decay rules: none, Eq 7, Eq 8
+WD_RULES: tuple[str, ...] = get_args(WDRule)
 
 # What the LR of hidden and output layers is divided by at width multiplier m.
 LR_RULES: dict[str, Callable[[float], float]] = {
@@ -39,7 +44,6 @@ LR_RULES: dict[str, Callable[[float], float]] = {
     "sqrt": math.sqrt,  # Appendix B.1: η / √m
     "none": lambda m: 1.0,
 }
-WD_RULES = ("independent", "standard", "none")  # Eq. 8, Eq. 7, no weight decay
 
 
 def param_groups(

@@ -20,22 +20,26 @@ Linear warmup "from 0" (paper G.3: "10% linear warmup from 0")
 
 Extra width-dependent warmup factors (Appendix B.2) multiply a base schedule:
 ``exp_warmup`` (Eq 14) and ``decay_away_warmup`` (Eq 15, a per-step array).
-Combine them with ``combine`` and hand the result to ``lambda_lr``.
+Combine them with ``combine`` and hand the result to ``lambda_lr``. `ScheduleConfig` is a run's
+choice among them; its `multipliers` are what the run trains with and what analysis reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from pydantic import Field
+
+from lrtransfer.strict import Strict
 
 if TYPE_CHECKING:  # torch is only needed by `lambda_lr`; the schedules themselves are numpy
     import torch
     from torch.optim.lr_scheduler import LambdaLR
 
-Steps = Union[int, float, np.ndarray]
-Factor = Union[Callable[[Steps], Steps], Sequence[float], np.ndarray]
+Steps = int | float | np.ndarray
+Factor = Callable[[Steps], Steps] | Sequence[float] | np.ndarray
 
 
 def _steps(step: Steps) -> np.ndarray:
@@ -192,3 +196,45 @@ def lambda_lr(optimizer: torch.optim.Optimizer, schedule: Factor, last_step: int
         return float(fn(step))
 
     return LambdaLR(optimizer, multiplier, last_epoch=last_step)
+
+
+class ScheduleConfig(Strict):
+    """LR multiplier per step; never overwrites a group's scaled LR."""
+
+    name: Literal["warmup_linear_decay", "warmup_cosine", "constant"] = Field(
+        "warmup_linear_decay", description="Base schedule (paper default: 10% linear warmup, linear decay to 0)."
+    )
+    warmup: float = Field(0.1, ge=0, le=1, description="Linear warmup length as a fraction of the run.")
+    extra_warmup: Literal["none", "exp", "decay_away"] = Field(
+        "none", description="Additional width-dependent warmup factor: Eq 14 (exp) or Eq 15 (decay_away)."
+    )
+    extra_warmup_length: float = Field(
+        0.5, gt=0, le=1, description="Length T_W of the exp warmup (Eq 14) as a fraction of the run."
+    )
+    extra_warmup_width_mult: float | None = Field(
+        None, ge=1, description="m in Eq 14/15; default: the model's width multiplier."
+    )
+
+    def multipliers(self, steps: int, *, lr: float, weight_decay: float, width_mult: float) -> np.ndarray:
+        """The multiplier of every step: base schedule × the optional extra warmup (Eq 14 or 15).
+
+        ``lr`` and ``weight_decay`` are the run's base (unscaled) η and λ, which Eq 15 needs;
+        ``width_mult`` is the model's m unless ``extra_warmup_width_mult`` sets it.
+        """
+        t = np.arange(steps)
+        base = {
+            "constant": lambda: np.ones(steps),
+            "warmup_cosine": lambda: warmup_cosine(t, steps, self.warmup),
+            "warmup_linear_decay": lambda: warmup_linear_decay(t, steps, self.warmup),
+        }[self.name]()
+        m = self.extra_warmup_width_mult or width_mult
+        if self.extra_warmup == "exp":
+            return base * exp_warmup(t, m, max(1, round(self.extra_warmup_length * steps)))
+        if self.extra_warmup == "decay_away":  # Eq 15 with the base (unscaled) η_t and λ
+            return base * decay_away_warmup(lr * base, weight_decay, m)
+        return base
+
+    def build(self, optimizer: torch.optim.Optimizer, steps: int, *, lr: float, weight_decay: float,
+              width_mult: float) -> LambdaLR:
+        """A LambdaLR that multiplies each group's scaled LR by the step's multiplier."""
+        return lambda_lr(optimizer, self.multipliers(steps, lr=lr, weight_decay=weight_decay, width_mult=width_mult))

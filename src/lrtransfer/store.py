@@ -12,8 +12,6 @@ NULL, read back as NaN; JSON columns hold non-finite floats as "nan"/"inf"/"-inf
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import os
 import random
@@ -22,22 +20,27 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-import numpy as np
 import pandas as pd
+
+from lrtransfer.config import config_hash
+from lrtransfer.jsonl import dumps, loads
+from lrtransfer.monitor import COLUMNS as _ALIGN_COLUMNS
+from lrtransfer.monitor import METRICS, NORMS
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 60.0
-STATUSES = ("done", "diverged", "failed")
-FINISHED = ("done", "diverged")
+Status = Literal["running", "done", "diverged", "failed"]  # a run's status: the one definition
+RUNNING, DONE, DIVERGED, FAILED = get_args(Status)
+STATUSES = (DONE, DIVERGED, FAILED)  # how a run can end
+FINISHED = (DONE, DIVERGED)  # ended with a result: never re-run (unless forced)
+PENDING = "pending"  # a planned run the store has no row for yet (sweep results tables)
 SUMMARY_COLUMNS = {"final_train_loss": "REAL", "val_loss": "REAL", "diverged_at": "INTEGER", "steps": "INTEGER"}
 _TYPED = {**SUMMARY_COLUMNS, "wall_s": "REAL"}  # typed copies of summary values, for SQL filters
 SERIES_COLUMNS = ("step", "name", "value")
-ALIGN_KEYS = ("step", "layer", "role", "fan_in", "fan_out")
-ALIGN_METRICS = ("weight_alignment", "update_alignment", "alignment_ratio", "relative_update", "relative_repr_change",
-                 "weight_norm", "update_norm", "input_norm", "output_norm", "output_change_norm")
-_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+ALIGN_KEYS = _ALIGN_COLUMNS[:5]  # step, layer, role, fan_in, fan_out: the monitor's record keys
+ALIGN_METRICS = (*METRICS, *NORMS)  # the monitor's metric columns
 # (file, pid, thread) → connection. A forked child never touches its parent's connections: closing
 # one could release the parent's POSIX locks (SQLite FAQ 6). Thread idents are reused only after exit.
 _CONNECTIONS: dict[tuple[Path, int, int], sqlite3.Connection] = {}
@@ -45,7 +48,7 @@ _CONNECTIONS: dict[tuple[Path, int, int], sqlite3.Connection] = {}
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (run_id INTEGER PRIMARY KEY AUTOINCREMENT, config_hash TEXT NOT NULL UNIQUE,
-    config TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('running', 'done', 'diverged', 'failed')),
+    config TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ({', '.join(map(repr, get_args(Status)))})),
     sweep TEXT, tags TEXT NOT NULL DEFAULT '{{}}', summary TEXT, {", ".join(map(" ".join, SUMMARY_COLUMNS.items()))},
     created_at REAL NOT NULL, started_at REAL NOT NULL, finished_at REAL, wall_s REAL, attempts INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS runs_sweep ON runs (sweep, status);
@@ -66,19 +69,9 @@ class RunAlreadyDone(RuntimeError):
         self.run_id, self.config_hash, self.status = run_id, config_hash, status
 
 
-def open(path: str | Path) -> RunStore:  # noqa: A001 - `store.open(path)` reads best
+def open(path: str | Path) -> RunStore:
     """Open the run store at `path`, creating the file and schema if needed."""
     return RunStore(path)
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """Stable 16-hex-digit id of a resolved config: sha256 of its canonical JSON.
-
-    Canonical: keys sorted at every depth, tuples as lists, numpy values as Python ones, floats by
-    their shortest round-trip repr, an integral float written as its int (``1.0`` ≡ ``1``, as Python's
-    ``==`` has it) but ``True`` ≢ ``1``. Any other change of a value gives a different hash.
-    """
-    return hashlib.sha256(_dumps(config, "config", canonical=True).encode()).hexdigest()[:16]
 
 
 class RunStore:
@@ -96,13 +89,13 @@ class RunStore:
         """Insert a ``running`` run for `config` and return its run_id. A not-finished run of the same
         hash (killed, failed) resumes into its row, series kept; given `sweep`/`tags` replace the old.
         A done/diverged one raises `RunAlreadyDone`, or with `force` is reset and its records deleted."""
-        h, now, tags_json = config_hash(config), time.time(), None if tags is None else _dumps(tags, "tags")
+        h, now, tags_json = config_hash(config), time.time(), None if tags is None else dumps(tags, "tags")
         with self._write() as db:
             row = db.execute("SELECT run_id, status FROM runs WHERE config_hash = ?", (h,)).fetchone()
             if row is None:
                 return db.execute("INSERT INTO runs (config_hash, config, status, sweep, tags, created_at, started_at,"
                                   " attempts) VALUES (?, ?, 'running', ?, ?, ?, ?, 1)",
-                                  (h, _dumps(config, "config"), sweep, tags_json or "{}", now, now)).lastrowid
+                                  (h, dumps(config, "config"), sweep, tags_json or "{}", now, now)).lastrowid
             run_id, status = row
             if status in FINISHED and not force:
                 raise RunAlreadyDone(run_id, h, status)
@@ -141,7 +134,7 @@ class RunStore:
         """Mark a run done|diverged|failed with its summary; ``wall_s`` is the summary's, else start → now."""
         if status not in STATUSES:
             raise ValueError(f"status: {status!r} is not one of {'|'.join(STATUSES)}")
-        text = _dumps(summary, "summary")
+        text = dumps(summary, "summary")
         if summary.get("status", status) != status:
             raise ValueError(f"summary: its status {summary['status']!r} disagrees with status {status!r}")
         typed, sets = _typed(summary), " = ?, ".join(SUMMARY_COLUMNS)
@@ -154,7 +147,7 @@ class RunStore:
         """The run with this config hash as a dict (config, tags and summary decoded), or None."""
         cur = self._connection().execute("SELECT * FROM runs WHERE config_hash = ?", (config_hash,))
         row = dict(zip([d[0] for d in cur.description], values)) if (values := cur.fetchone()) else None
-        return row and {**row, **{k: _loads(row[k]) for k in ("config", "tags", "summary")}}
+        return row and {**row, **{k: loads(row[k]) for k in ("config", "tags", "summary")}}
 
     def is_finished(self, config_hash: str) -> bool:
         """Whether the run with this config hash is done or diverged."""
@@ -177,7 +170,7 @@ class RunStore:
     def config(self, run_id: int) -> dict[str, Any]:
         """The config a run was started with."""
         sql = "SELECT config FROM runs WHERE run_id = ?"
-        return _loads(self._connection().execute(sql, (self._check_run(run_id),)).fetchone()[0])
+        return loads(self._connection().execute(sql, (self._check_run(run_id),)).fetchone()[0])
 
     def series(self, run_id: int, names: str | Iterable[str] | None = None, wide: bool = False) -> pd.DataFrame:
         """Tidy (step, name, value) rows of a run, only `names` if given; `wide` pivots to step × name."""
@@ -255,38 +248,9 @@ class RunStore:
                 raise RuntimeError(f"path: {self.path} has store schema {version}, newer than {SCHEMA_VERSION}")
 
 
-def _dumps(obj: Mapping[str, Any], where: str, canonical: bool = False) -> str:
-    """Strict JSON of a dict, keys sorted; `canonical` also writes integral floats as ints."""
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"{where}: expected a dict, got {type(obj).__name__}")
-    return json.dumps(_jsonable(obj, where, canonical), sort_keys=True, allow_nan=False)
-
-
-def _jsonable(obj: Any, where: str, canonical: bool) -> Any:
-    """Plain JSON values: numpy as Python, tuples as lists, non-finite floats as "nan"/"inf"/"-inf"."""
-    obj = obj.tolist() if isinstance(obj, (np.generic, np.ndarray)) else obj
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v, f"{where}.{k}", canonical) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v, f"{where}[{i}]", canonical) for i, v in enumerate(obj)]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return int(obj) if canonical and isinstance(obj, float) and obj.is_integer() else obj
-    raise TypeError(f"{where}: {type(obj).__name__} is not JSON-serialisable")
-
-
-def _loads(text: str | None) -> Any:
-    def decode(obj: Any) -> Any:
-        if isinstance(obj, (dict, list)):
-            return {k: decode(v) for k, v in obj.items()} if isinstance(obj, dict) else [decode(v) for v in obj]
-        return _NONFINITE.get(obj, obj) if isinstance(obj, str) else obj
-    return decode(json.loads(text)) if isinstance(text, str) else None  # NULL may arrive as NaN from pandas
-
-
 def _flat(texts: pd.Series, prefix: str, skip: Iterable[str]) -> pd.DataFrame:
     """JSON dicts (one per run) as columns ``prefix + dotted key``, leaving out the keys in `skip`."""
-    df = pd.json_normalize([_loads(t) or {} for t in texts]).set_axis(texts.index)
+    df = pd.json_normalize([loads(t) or {} for t in texts]).set_axis(texts.index)
     return df.drop(columns=[c for c in df.columns if c in set(skip)]).add_prefix(prefix)
 
 

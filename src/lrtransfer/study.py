@@ -21,6 +21,7 @@ from lrtransfer import analysis, sweep
 from lrtransfer.config import RunConfig, validate
 from lrtransfer.plots.study import FigureInfo, write_study_figures, write_theory_figures
 from lrtransfer.report import write_report
+from lrtransfer.store import FINISHED
 
 log = logging.getLogger("lrtransfer.study")
 
@@ -76,12 +77,13 @@ def run_study(spec: str | Path | dict, out: str | Path, *, workers: int | None =
 def write_study_report(dir: str | Path) -> tuple[Path, list[str]]:  # noqa: A002 - the sweep folder
     """Analyse the sweep in `dir` and write `dir/report.html`; returns it and the verdict lines."""
     dir = Path(dir)
-    results = with_configs(sweep.results(dir))
-    align = sweep.alignment(dir, results[results["status"].isin(["done", "diverged"])])
+    results = sweep.results(dir)
+    align = sweep.alignment(dir, results[results["status"].isin(FINISHED)])
     best = analysis.best_lrs(results)
     table = analysis.verdict_table(best)
-    figures = write_study_figures(results, align, dir / "figures") + theory_figures(dir / "figures")
     spec_yaml = (dir / "sweep.yaml").read_text()
+    warmup_arms = (yaml.safe_load(spec_yaml) or {}).get("warmup_arms") or []
+    figures = write_study_figures(results, align, dir / "figures", warmup_arms) + theory_figures(dir / "figures")
     path = write_report(
         dir, title=f"LR transfer study: {yaml.safe_load(spec_yaml).get('name', dir.name)}",
         verdicts=table[[c for c in ("arm", "text", "grid_steps", "per_doubling", "max_regret") if c in table]],
@@ -89,15 +91,6 @@ def write_study_report(dir: str | Path) -> tuple[Path, list[str]]:  # noqa: A002
         notes=timescale_notes(results),
     )
     return path, list(table["text"]) if "text" in table else []
-
-
-def with_configs(results: pd.DataFrame) -> pd.DataFrame:
-    """Add each run's resolved config (from its folder) as a `config` dict column."""
-    def read(folder: str) -> dict | None:
-        path = Path(folder) / "config.yaml"
-        return yaml.safe_load(path.read_text()) if path.is_file() else None
-
-    return results.assign(config=[read(f) for f in results["folder"]])
 
 
 def theory_figures(out: Path) -> list[FigureInfo]:
@@ -137,7 +130,5 @@ def timescale_notes(results: pd.DataFrame) -> list[str]:
 
 def timescales(config: RunConfig) -> float:
     """2·mean(η_t)·λ·T for the hidden layers of `config` (Eq 33: the weight RMS relaxes as a^(2t))."""
-    from lrtransfer.analysis.dynamics import layer_lrs
-
-    lrs, wd = layer_lrs(config.model_dump(mode="json"), "hidden")
+    lrs, wd = analysis.layer_lrs(config, "hidden")
     return float(2 * lrs.mean() * wd * len(lrs))

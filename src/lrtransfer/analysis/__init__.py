@@ -2,32 +2,33 @@
 
 * `transfer` — best LR per (arm, width) refined by a parabola in log2 LR, transfer regret,
   optimum shift per width doubling and in grid steps, one-line verdicts (Figures 1, 6).
-* `dynamics` — alignment-ratio and relative-representation-change summaries (Eq 4; Figures
-  3, 4, 16), the representative layer, and the Eq 38 warmup prediction (Figure 5).
+* `dynamics` — layer order and roles, the representative layer, run progress, per-step LRs
+  and the Eq 38 warmup prediction (Figure 5).
+* `picks` — the LRs the study picks from finished runs (phase 1's frozen LR, the dynamics LR).
+* `frames` — row selections and seed means shared with the figures.
 """
 
 from lrtransfer.analysis.dynamics import (
-    alignment_summary,
     hidden_layers,
     layer_lrs,
     layer_order,
     representative_layer,
-    rrc_summary,
     warmup_ratio_prediction,
     with_progress,
 )
+from lrtransfer.analysis.picks import base_best_lr, phase1_picks
 from lrtransfer.analysis.transfer import best_lrs, lr_curves, optimum_shift, select_phase, verdict_table, verdicts
 
 __all__ = [
-    "alignment_summary",
+    "base_best_lr",
     "best_lrs",
     "hidden_layers",
     "layer_lrs",
     "layer_order",
     "lr_curves",
     "optimum_shift",
+    "phase1_picks",
     "representative_layer",
-    "rrc_summary",
     "select_phase",
     "verdict_table",
     "verdicts",

@@ -158,7 +158,7 @@ def verdict_table(best: pd.DataFrame, grid_ratio: float | None = None, threshold
         per = f"{signed(r.per_doubling, 2)} octaves per width doubling"
         moves = f"optimum moves {signed(r.grid_steps)} grid steps {span} ({per})"
         regret = f"; max regret {r.max_regret:.3g}"
-        if r.any_unstable or not np.isfinite(r.shift_log2) and r.n_widths > 1:
+        if r.any_unstable or (not np.isfinite(r.shift_log2) and r.n_widths > 1):
             v, t = "no stable run", f"no stable LR at some width {span}"
         elif r.n_widths < 2:
             v, t = "one width", f"only width {r.m_min:g}× was run"

@@ -2,59 +2,40 @@
 
 Three tasks, one interface (:class:`Dataset`): byte-level language modelling on a text corpus
 (``kind="text"``), 8x8 digit classification (``kind="digits"``) and teacher-network regression
-(``kind="synthetic"``). Pick one with a :data:`DataConfig` and build it with :func:`build_dataset`.
+(``kind="synthetic"``). Pick one with a :data:`DataConfig` (a union of `DATA_SOURCES`) and build
+it with ``config.build()``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Union
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field
 
-from lrtransfer.data.base import Dataset, Task, step_generator
+from lrtransfer.data.base import Dataset, DataSourceConfig, TaskKind, step_generator
 from lrtransfer.data.corpus import CorpusFetchError, CorpusNotFoundError, fetch_shakespeare, shakespeare_path
 from lrtransfer.data.digits import DigitsDataConfig, DigitsDataset
 from lrtransfer.data.synthetic import SyntheticDataConfig, SyntheticDataset
 from lrtransfer.data.text import TextDataConfig, TextDataset
 
-DataConfig = Annotated[TextDataConfig | DigitsDataConfig | SyntheticDataConfig, Field(discriminator="kind")]
-
-_ADAPTER: TypeAdapter[DataConfig] = TypeAdapter(DataConfig)
-
-
-def parse_data_config(raw: Any) -> DataConfig:
-    """Validate a mapping (e.g. from YAML) into the config class its ``kind`` names."""
-    return _ADAPTER.validate_python(raw)
-
-
-def build_dataset(cfg: DataConfig) -> Dataset:
-    """The dataset described by ``cfg``; text corpora are read from disk, never downloaded."""
-    if isinstance(cfg, TextDataConfig):
-        return TextDataset(cfg)
-    if isinstance(cfg, DigitsDataConfig):
-        return DigitsDataset(cfg)
-    if isinstance(cfg, SyntheticDataConfig):
-        return SyntheticDataset(cfg)
-    raise TypeError(
-        f"cfg: expected a TextDataConfig, DigitsDataConfig or SyntheticDataConfig, got {type(cfg).__name__}"
-    )
-
+DATA_SOURCES: tuple[type[DataSourceConfig], ...] = (TextDataConfig, DigitsDataConfig, SyntheticDataConfig)
+DataConfig = Annotated[Union[DATA_SOURCES], Field(discriminator="kind")]  # noqa: UP007 - built from a tuple
 
 __all__ = [
+    "DATA_SOURCES",
     "CorpusFetchError",
     "CorpusNotFoundError",
     "DataConfig",
+    "DataSourceConfig",
     "Dataset",
     "DigitsDataConfig",
     "DigitsDataset",
     "SyntheticDataConfig",
     "SyntheticDataset",
-    "Task",
+    "TaskKind",
     "TextDataConfig",
     "TextDataset",
-    "build_dataset",
     "fetch_shakespeare",
-    "parse_data_config",
     "shakespeare_path",
     "step_generator",
 ]

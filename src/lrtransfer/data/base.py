@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-Task = Literal["lm", "classify", "regress"]
+from lrtransfer.strict import Strict
+
+TaskKind = Literal["lm", "classify", "regress"]  # what a dataset asks of the model; picks the loss
 
 # Streams keep the generators of unrelated uses apart even for equal (seed, step) pairs.
 STREAM_TRAIN = 0
@@ -32,7 +34,7 @@ class Dataset(Protocol):
         output_dim: number of model outputs per position/sample (vocab, classes, or targets).
     """
 
-    task: Task
+    task: TaskKind
     input_dim: int
     output_dim: int
 
@@ -47,6 +49,16 @@ class Dataset(Protocol):
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         """Mean loss of model ``output`` against ``target`` (cross-entropy or MSE)."""
         ...
+
+
+class DataSourceConfig(Strict):
+    """Base of the data configs: a ``kind`` tag and a `build()` that makes the `Dataset`."""
+
+    kind: str
+
+    def build(self) -> Dataset:
+        """The dataset described by this config (text corpora are read from disk, never downloaded)."""
+        raise NotImplementedError(f"{type(self).__name__}.build")
 
 
 def step_generator(seed: int, step: int, stream: int = STREAM_TRAIN) -> torch.Generator:

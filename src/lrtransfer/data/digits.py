@@ -18,20 +18,18 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
-from lrtransfer.data.base import check_batch_size, chunk, step_generator
+from lrtransfer.data.base import DataSourceConfig, check_batch_size, chunk, step_generator
 
 IMAGE_SHAPE = (1, 8, 8)
 N_CLASSES = 10
 PIXEL_MAX = 16.0
 
 
-class DigitsDataConfig(BaseModel):
+class DigitsDataConfig(DataSourceConfig):
     """The sklearn 8x8 digits, split once into training and validation images."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["digits"] = Field("digits", description="Discriminator: 8x8 digit classification.")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of images held out (stratified).")
@@ -39,6 +37,9 @@ class DigitsDataConfig(BaseModel):
     val_samples: int | None = Field(
         None, ge=1, description="Evaluate at most this many validation images (None: all of them)."
     )
+
+    def build(self) -> DigitsDataset:
+        return DigitsDataset(self)
 
 
 @functools.lru_cache(maxsize=1)

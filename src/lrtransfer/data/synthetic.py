@@ -15,18 +15,23 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
-from lrtransfer.data.base import STREAM_TEACHER, STREAM_VAL, check_batch_size, chunk, step_generator
+from lrtransfer.data.base import (
+    STREAM_TEACHER,
+    STREAM_VAL,
+    DataSourceConfig,
+    check_batch_size,
+    chunk,
+    step_generator,
+)
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 
-class SyntheticDataConfig(BaseModel):
+class SyntheticDataConfig(DataSourceConfig):
     """Student-teacher regression with a random MLP teacher."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["synthetic"] = Field("synthetic", description="Discriminator: teacher-network regression.")
     in_dim: int = Field(32, ge=1, description="Input dimension of x.")
@@ -37,6 +42,9 @@ class SyntheticDataConfig(BaseModel):
     noise: float = Field(0.1, ge=0.0, description="Standard deviation of the Gaussian label noise.")
     n_val: int = Field(2048, ge=1, description="Fixed validation samples.")
     teacher_seed: int = Field(0, ge=0, description="Seed of the teacher weights and the validation set.")
+
+    def build(self) -> SyntheticDataset:
+        return SyntheticDataset(self)
 
 
 class Teacher:

@@ -13,19 +13,17 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor
 
-from lrtransfer.data.base import check_batch_size, chunk, step_generator
+from lrtransfer.data.base import DataSourceConfig, check_batch_size, chunk, step_generator
 from lrtransfer.data.corpus import load_corpus
 
 VOCAB_SIZE = 256
 
 
-class TextDataConfig(BaseModel):
+class TextDataConfig(DataSourceConfig):
     """Byte-level next-token prediction on a fixed text corpus."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["text"] = Field("text", description="Discriminator: byte-level language modelling.")
     corpus: Literal["shakespeare", "stdlib", "files"] = Field(
@@ -47,6 +45,14 @@ class TextDataConfig(BaseModel):
         if self.val_tokens < self.seq_len:
             raise ValueError(f"val_tokens: must be >= seq_len ({self.seq_len}), got {self.val_tokens}")
         return self
+
+    @property
+    def vocab_size(self) -> int:
+        """Distinct token ids: the 256 byte values."""
+        return VOCAB_SIZE
+
+    def build(self) -> TextDataset:
+        return TextDataset(self)
 
 
 class TextDataset:

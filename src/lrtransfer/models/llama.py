@@ -23,16 +23,15 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
+from lrtransfer.models.base import FamilyConfig
 from lrtransfer.models.mlp import init_linear_
 
 
-class LlamaConfig(BaseModel):
+class LlamaConfig(FamilyConfig):
     """Shape of a llama-style decoder; `width` is d_model (the paper's d_emb)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     family: Literal["llama"] = Field("llama", description="Model family discriminator.")
     width: int = Field(32, gt=0, description="Model width d_model; must be a multiple of head_dim.")
@@ -56,6 +55,18 @@ class LlamaConfig(BaseModel):
             if value % self.head_dim:
                 raise ValueError(f"{name}: {value} is not divisible by head_dim={self.head_dim}")
         return self
+
+    def build(self) -> nn.Module:
+        return Llama(self)
+
+    def check_data(self, data) -> None:
+        if data.kind != "text":
+            raise ValueError(f"data.kind: the llama model needs text data, got {data.kind!r}")
+        if data.seq_len > self.seq_len:
+            raise ValueError(f"data.seq_len: {data.seq_len} exceeds model.seq_len {self.seq_len}")
+        if self.vocab_size < data.vocab_size:
+            raise ValueError(f"model.vocab_size: {self.vocab_size} is smaller than the data's {data.vocab_size} "
+                             "token ids (byte-level text)")
 
     @property
     def n_heads(self) -> int:

@@ -15,8 +15,10 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
+
+from lrtransfer.models.base import FamilyConfig
 
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh}
 
@@ -28,10 +30,8 @@ def init_linear_(layer: nn.Linear) -> None:
         nn.init.zeros_(layer.bias)
 
 
-class MLPConfig(BaseModel):
+class MLPConfig(FamilyConfig):
     """Shape of an MLP; `width` is the hidden width that scales."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     family: Literal["mlp"] = Field("mlp", description="Model family discriminator.")
     in_dim: int = Field(64, gt=0, description="Number of input features after flattening (8x8 digits: 64).")
@@ -41,6 +41,18 @@ class MLPConfig(BaseModel):
     depth: int = Field(3, ge=1, description="Number of hidden layers (>= 1); depth-1 of them are width x width.")
     activation: Literal["relu", "gelu", "tanh"] = Field("relu", description="Hidden nonlinearity.")
     bias: bool = Field(True, description="Give every Linear layer a bias.")
+
+    def build(self) -> nn.Module:
+        return MLP(self)
+
+    def check_data(self, data) -> None:
+        if data.kind == "synthetic" and (self.in_dim, self.out_dim) != (data.in_dim, data.out_dim):
+            raise ValueError(f"model.in_dim/out_dim: {self.in_dim}/{self.out_dim} must match data "
+                             f"{data.in_dim}/{data.out_dim}")
+        if data.kind == "digits" and (self.in_dim, self.out_dim) != (64, 10):
+            raise ValueError("model.in_dim/out_dim: digits need in_dim 64 and out_dim 10")
+        if data.kind not in ("synthetic", "digits"):
+            raise ValueError(f"data.kind: the mlp model needs vector data (synthetic, digits), got {data.kind!r}")
 
 
 class MLP(nn.Module):

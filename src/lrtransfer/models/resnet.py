@@ -17,18 +17,17 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from torch import nn
 
+from lrtransfer.models.base import FamilyConfig
 from lrtransfer.models.mlp import init_linear_
 
 EXPANSION = 4
 
 
-class ResNetConfig(BaseModel):
+class ResNetConfig(FamilyConfig):
     """Shape of a bottleneck ResNet; `width` is the bottleneck width of the first stage."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     family: Literal["resnet"] = Field("resnet", description="Model family discriminator.")
     in_channels: int = Field(1, gt=0, description="Input image channels (8x8 digits: 1).")
@@ -44,6 +43,13 @@ class ResNetConfig(BaseModel):
         if not v or any(b < 1 for b in v):
             raise ValueError(f"need at least one stage and >= 1 block per stage, got {v}")
         return v
+
+    def build(self) -> nn.Module:
+        return ResNet(self)
+
+    def check_data(self, data) -> None:
+        if data.kind != "digits":
+            raise ValueError(f"data.kind: the resnet model needs image data (digits), got {data.kind!r}")
 
 
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:

@@ -1,17 +1,17 @@
-"""What the study figures share: style, width colours, saving PNG + CSV, and run selection."""
+"""What the study figures share: style, labels, width colours, and saving PNG + CSV.
+
+Choosing a matplotlib backend is the caller's business (the CLI picks Agg); notebooks keep theirs.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker as mticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
+import numpy as np
+import pandas as pd
 
 log = logging.getLogger("lrtransfer.plots")
 
@@ -58,37 +58,11 @@ def plain_log(ax: plt.Axes) -> None:
     ax.yaxis.set_minor_formatter(_PlainLog(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
 
 
-def save(fig: plt.Figure, df: pd.DataFrame, save_to: Path) -> Path:
+def save(fig: plt.Figure, df: pd.DataFrame, save_to: Path, **savefig) -> Path:
     """Write ``save_to`` (PNG) and the plotted numbers as CSV beside it (same stem); close ``fig``."""
     save_to = Path(save_to)
     save_to.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(save_to, dpi=120)
+    fig.savefig(save_to, **{"dpi": 120, **savefig})
     plt.close(fig)
     df.to_csv(save_to.with_suffix(".csv"), index=False, float_format="%.10g")
     return save_to
-
-
-def is_phase(df: pd.DataFrame, phase) -> pd.Series:
-    """Mask of rows in ``phase`` (2 == "2"; "dynamics")."""
-    return df["phase"].astype(str) == str(phase)
-
-
-def nearest_lr(available, target: float) -> float:
-    """The LR of ``available`` nearest to ``target`` in log space."""
-    lrs = np.unique(np.asarray(list(available), dtype=float))
-    return float(lrs[np.argmin(np.abs(np.log(lrs / target)))])
-
-
-def same_lr(series: pd.Series, lr: float) -> pd.Series:
-    return np.isclose(series.astype(float), lr, rtol=1e-6, atol=0)
-
-
-def seed_mean(df: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
-    """Mean over seeds (and duplicate plan rows of one run) per ``keys``."""
-    keys = [k for k in keys if k in df]
-    return df.groupby(keys, dropna=False, sort=True)[metrics].mean().reset_index()
-
-
-def drop_tail(df: pd.DataFrame, keep: float = 0.995) -> pd.DataFrame:
-    """Drop the final 0.5% of each run, as the paper does (G.3.2: changes go to 0 with the LR)."""
-    return df[df["progress"] <= keep] if "progress" in df else df

@@ -9,27 +9,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lrtransfer.analysis import best_lrs, layer_order, representative_layer, with_progress
-from lrtransfer.plots.common import (ARM_LABELS, STYLE, drop_tail, is_phase, nearest_lr, plain_log, positive, same_lr,
-                                     save, seed_mean, skip, width_colors, width_label)
+from lrtransfer.analysis import layer_order, representative_layer, with_progress
+from lrtransfer.analysis.frames import drop_tail, in_phase, nearest_lr, same_lr, seed_mean
+from lrtransfer.analysis.picks import base_best_lr
+from lrtransfer.plots.common import ARM_LABELS, STYLE, plain_log, positive, save, skip, width_colors, width_label
 
 RRC_METRICS = {"relative_repr_change": "RRC ‖ΔY‖/‖Y‖", "alignment_ratio": "alignment ratio α_ΔW/α_W",
                "relative_update": "relative update ‖ΔW‖/‖W‖"}
-ALIGN_METRICS = {"weight_alignment": "weight alignment α_W", "update_alignment": "update alignment α_ΔW",
+FIGURE4_METRICS = {"weight_alignment": "weight alignment α_W", "update_alignment": "update alignment α_ΔW",
                  "alignment_ratio": "alignment ratio α_ΔW/α_W"}
 KEYS = ["arm", "width_mult", "width", "lr", "step"]
-
-
-def base_best_lr(results: pd.DataFrame | None, arms=("independent", "standard")) -> float | None:
-    """The phase-2 grid LR best at the smallest width, for the first of ``arms`` that has one."""
-    if results is None or results.empty or "final_train_loss" not in results:
-        return None
-    best = best_lrs(results)
-    for arm in arms:
-        b = best[best.arm == arm] if not best.empty else best
-        if len(b) and np.isfinite(b.sort_values("width_mult").lr_grid.iloc[0]):
-            return float(b.sort_values("width_mult").lr_grid.iloc[0])
-    return None
 
 
 def _covered_lr(a: pd.DataFrame, cells: list[str], target: float | None) -> float:
@@ -46,7 +35,7 @@ def rrc_data(results: pd.DataFrame | None, align: pd.DataFrame | None, lr: float
     at the smallest width, or the recorded LR nearest to it)."""
     if align is None or align.empty:
         return skip("figure 3", "no alignment records")
-    a = align[is_phase(align, 2) & align.arm.isin(arms)]
+    a = align[in_phase(align, 2) & align.arm.isin(arms)]
     if a.empty:
         return skip("figure 3", f"no phase-2 alignment records of arms {list(arms)}")
     a = a[a.width_mult.isin([a.width_mult.min(), a.width_mult.max()])]
@@ -93,12 +82,12 @@ def dynamics_runs(align: pd.DataFrame | None, lr: float | None = None) -> pd.Dat
     a dynamics run at width 1× if any, else the phase-2 ``standard`` run at 1× with the same LR."""
     if align is None or align.empty or "phase" not in align:
         return None
-    d = align[is_phase(align, "dynamics")]
+    d = align[in_phase(align, "dynamics")]
     if d.empty:
         return None
     d = d[same_lr(d.lr, nearest_lr(d.lr, lr) if lr else d.lr.min())]
     if not (d.width_mult == 1).any():
-        partner = align[is_phase(align, 2) & (align.arm == "standard") & (align.width_mult == 1)
+        partner = align[in_phase(align, 2) & (align.arm == "standard") & (align.width_mult == 1)
                         & same_lr(align.lr, d.lr.iloc[0])]
         d = pd.concat([d, partner], ignore_index=True)
     return d
@@ -114,7 +103,7 @@ def alignment_data(results: pd.DataFrame | None, align: pd.DataFrame | None, lr:
     layer = layer or representative_layer(runs)
     runs = with_progress(runs[runs.layer == layer])
     df = drop_tail(seed_mean(runs, ["width_mult", "width", "lr", "step", "layer", "fan_in"],
-                             [*ALIGN_METRICS, "progress"]))
+                             [*FIGURE4_METRICS, "progress"]))
     if df.width_mult.nunique() < 2:
         skip("figure 4", "only one width recorded: drawing it alone")
     return df
@@ -130,10 +119,10 @@ def plot_alignment(df: pd.DataFrame | None, save_to: Path) -> Path | None:
         fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharex=True, constrained_layout=True)
         for m, g in df.groupby("width_mult"):
             label = width_label(m, g.width.iloc[0] if "width" in g else None) + f", fan-in {g.fan_in.iloc[0]}"
-            for ax, metric in zip(axes, ALIGN_METRICS):
+            for ax, metric in zip(axes, FIGURE4_METRICS):
                 ax.plot(g.step, positive(g[metric]), color=colors[float(m)], lw=1.6, label=label)
             axes[0].axhline(g.fan_in.iloc[0] ** -0.5, color=colors[float(m)], ls=":", lw=1.2)
-        for ax, title in zip(axes, ALIGN_METRICS.values()):
+        for ax, title in zip(axes, FIGURE4_METRICS.values()):
             ax.set(yscale="log", title=title, xlabel="step")
             plain_log(ax)
         axes[2].axhline(1.0, color="gray", ls=":", lw=1)
@@ -155,7 +144,7 @@ def layer_alignment_data(results: pd.DataFrame | None, align: pd.DataFrame | Non
     """
     runs, source = dynamics_runs(align, lr), "dynamics runs"
     if runs is None and align is not None and not align.empty:
-        runs = align[is_phase(align, 2) & (align.arm == fallback_arm)]
+        runs = align[in_phase(align, 2) & (align.arm == fallback_arm)]
         if not runs.empty:
             runs = runs[same_lr(runs.lr, _covered_lr(runs, ["width_mult"], lr or base_best_lr(results)))]
         source = f"phase-2 {fallback_arm} runs"

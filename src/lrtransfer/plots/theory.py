@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from lrtransfer import schedules, theory  # noqa: E402
+from lrtransfer import schedules, theory
+from lrtransfer.plots.common import save
 
 
 def extra_warmup_data(
@@ -67,7 +65,7 @@ def plot_extra_warmup(df: pd.DataFrame, save_to: Path) -> Path:
         title += (f", {a['total']:,} steps, exp T_W = {a['exp_length']:.0%}"
                   f" (m = {a['width_mult']:g}, η = {a['lr']:g}, λ = {a['weight_decay']:g})")
     fig.suptitle(title, fontsize=10)
-    return _save(fig, save_to)
+    return save(fig, df, save_to)
 
 
 def update_alignment_data(
@@ -121,15 +119,7 @@ def plot_update_alignment(df: pd.DataFrame, save_to: Path) -> Path:
     first.plot([], [], color="gray", ls="none", marker="o", ms=4, label="Monte Carlo (Eq 23)")
     first.legend(fontsize=8)
     fig.suptitle("Figure 15: predicted update alignment in the Appendix E noise model", fontsize=10)
-    return _save(fig, save_to)
-
-
-def _save(fig: plt.Figure, save_to: Path) -> Path:
-    save_to = Path(save_to)
-    save_to.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(save_to, dpi=120)
-    plt.close(fig)
-    return save_to
+    return save(fig, df, save_to)
 
 
 def write_theory_figures(out: Path) -> list[Path]:
@@ -141,8 +131,6 @@ def write_theory_figures(out: Path) -> list[Path]:
         ("figure7_extra_warmup", extra_warmup_data, plot_extra_warmup),
         ("figure15_update_alignment", update_alignment_data, plot_update_alignment),
     ):
-        df = data()
-        written.append(plot(df, out / f"{name}.png"))
-        df.to_csv(out / f"{name}.csv", index=False, float_format="%.8g")
-        written.append(out / f"{name}.csv")
+        png = plot(data(), out / f"{name}.png")
+        written += [png, png.with_suffix(".csv")]
     return written

@@ -2,38 +2,32 @@
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
-import matplotlib.ticker as mticker
 from matplotlib.lines import Line2D
 
 from lrtransfer.analysis import best_lrs, lr_curves, verdict_table
 from lrtransfer.analysis.transfer import signed
 from lrtransfer.plots.common import ARM_LABELS, STYLE, save, skip, width_colors, width_label
-
-RULE_ARMS = ("none", "standard", "independent")
-WARMUP_ARM = re.compile(r"warmup|^exp|decay_?away", re.IGNORECASE)  # warmup10, warmup50, exp50, decay_away
-
-
-def is_warmup_arm(arm: str) -> bool:
-    """Arms of the Figure 6 comparison: longer linear warmups and the Eq 14/15 extra warmups."""
-    return bool(WARMUP_ARM.search(str(arm)))
+from lrtransfer.scaling import WD_RULES
 
 
 def _ordered(arms) -> list[str]:
     arms = list(dict.fromkeys(arms))
-    return [a for a in RULE_ARMS if a in arms] + sorted(a for a in arms if a not in RULE_ARMS)
+    return [a for a in WD_RULES if a in arms] + sorted(a for a in arms if a not in WD_RULES)
 
 
 def transfer_data(results: pd.DataFrame | None, arms: list[str] | None = None, metric: str = "final_train_loss",
-                  phase: int | str = 2, figure: str = "figure 1") -> pd.DataFrame | None:
+                  phase: int | str = 2, figure: str = "figure 1", warmup_arms: Sequence[str] = ()
+                  ) -> pd.DataFrame | None:
     """Loss vs base LR per (arm, width) with each curve's fitted optimum (`analysis.best_lrs`).
 
-    Default arms: every arm except the warmup arms of Figure 6, weight-decay rules first.
+    Default arms: every arm except the ``warmup_arms`` of Figure 6, weight-decay rules first.
     Columns: ``arm, width_mult, [width,] lr, loss`` (seed mean, inf if unstable), ``loss_std,
     n_seeds, n_unstable, unstable``, and per curve ``opt_lr, opt_loss, opt_fit, opt_at_edge,
     transfer_lr`` (the grid LR best at the arm's smallest width), and per arm ``m_min, m_max,
@@ -43,7 +37,7 @@ def transfer_data(results: pd.DataFrame | None, arms: list[str] | None = None, m
         return skip(figure, f"no results with a {metric!r} column")
     curves = lr_curves(results, metric, phase)
     if arms is None:
-        arms = [a for a in curves.arm.unique() if not is_warmup_arm(a)]
+        arms = [a for a in curves.arm.unique() if a not in warmup_arms]
     curves = curves[curves.arm.isin(arms)]
     if curves.empty:
         return skip(figure, f"no phase-{phase} runs of arms {list(arms)}")
@@ -59,16 +53,16 @@ def transfer_data(results: pd.DataFrame | None, arms: list[str] | None = None, m
                           ignore_index=True)
 
 
-def warmup_transfer_data(results: pd.DataFrame | None, arms: list[str] | None = None,
+def warmup_transfer_data(results: pd.DataFrame | None, arms: Sequence[str] = (),
                          reference: str | None = "independent", **kw) -> pd.DataFrame | None:
-    """Figure 6: transfer curves of the warmup arms (``warmup10``, ``warmup50``, ``exp``,
-    ``decay_away``…), after the ``reference`` arm (μP + independent WD, the paper's left panel)."""
+    """Figure 6: transfer curves of the warmup ``arms`` (the spec's ``warmup_arms``), after the
+    ``reference`` arm (μP + independent WD, the paper's left panel)."""
     if results is None or results.empty or "arm" not in results:
         return skip("figure 6", "no results")
     present = list(results.arm.unique())
-    arms = arms or [a for a in present if is_warmup_arm(a)]
+    arms = [a for a in arms if a in present]
     if not arms:
-        return skip("figure 6", "no warmup arms (names like warmup50, exp, decay_away) in the sweep")
+        return skip("figure 6", "the sweep declares no warmup_arms with results")
     arms = ([reference] if reference in present and reference not in arms else []) + list(arms)
     return transfer_data(results, arms, figure="figure 6", **kw)
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from lrtransfer.analysis import layer_lrs, representative_layer, warmup_ratio_prediction, with_progress
-from lrtransfer.plots.common import (STYLE, drop_tail, is_phase, log, nearest_lr, plain_log, positive, same_lr, save,
-                                     seed_mean, skip)
+from lrtransfer.analysis.frames import drop_tail, in_phase, nearest_lr, same_lr, seed_mean
+from lrtransfer.plots.common import STYLE, log, plain_log, positive, save, skip
 
 Schedule = tuple[np.ndarray, float]  # (per-step LR of the layer, its weight decay)
 
@@ -37,13 +37,13 @@ def _pair(align: pd.DataFrame | None, lr: float | None, arm: str) -> tuple[pd.Da
     base LR; or why there are none."""
     if align is None or align.empty or "phase" not in align:
         return "no alignment records"
-    dyn = align[is_phase(align, "dynamics") & (align.width_mult > 1)]
+    dyn = align[in_phase(align, "dynamics") & (align.width_mult > 1)]
     if dyn.empty:
         return "no 'dynamics' run wider than 1×"
     m = dyn.width_mult.max()
     dyn = dyn[dyn.width_mult == m]
     dyn = dyn[same_lr(dyn.lr, nearest_lr(dyn.lr, lr) if lr else dyn.lr.min())]
-    hat = align[is_phase(align, 2) & (align.arm == arm) & (align.width_mult == m)]
+    hat = align[in_phase(align, 2) & (align.arm == arm) & (align.width_mult == m)]
     if hat.empty:
         return f"no phase-2 {arm!r} run with alignment records at {m:g}×"
     eta = float(dyn.lr.iloc[0])

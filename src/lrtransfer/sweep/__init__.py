@@ -2,14 +2,13 @@
 
 * `SweepSpec`, `load_spec` — the sweep spec (base config, widths, LR grid, rules, arms, seeds);
 * `run_sweep` — run or resume it with the two-phase protocol of Appendix G.2, locally or on Ray;
-* `results`, `alignment` — the sweep folder's plan joined with the store, as DataFrames;
-* `best_lr` — the LR pick between phase 1 and phase 2.
+* `results`, `alignment` — the sweep folder's plan joined with the store, as DataFrames.
 """
 
-from lrtransfer.sweep.plan import PlannedRun, best_lr, read_plan
+from lrtransfer.sweep.plan import PlannedRun, read_plan
 from lrtransfer.sweep.runner import SweepReport, run_sweep
 from lrtransfer.sweep.spec import SpecError, SweepSpec, load_spec
 from lrtransfer.sweep.tables import alignment, results
 
-__all__ = ["PlannedRun", "SpecError", "SweepReport", "SweepSpec", "alignment", "best_lr", "load_spec",
-           "read_plan", "results", "run_sweep"]
+__all__ = ["PlannedRun", "SpecError", "SweepReport", "SweepSpec", "alignment", "load_spec", "read_plan", "results",
+           "run_sweep"]

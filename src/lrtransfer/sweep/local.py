@@ -12,6 +12,7 @@ import os
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 
+from lrtransfer import store
 from lrtransfer.sweep import worker
 from lrtransfer.sweep.tasks import Outcome, SweepProgress, Task, by_cost, outcome_of
 
@@ -69,9 +70,9 @@ class LocalExecutor:
         try:
             return outcome_of(task, future.result())
         except BrokenProcessPool as err:
-            return Outcome(task, "failed", f"BrokenProcessPool: a worker process died ({err})")
+            return Outcome(task, store.FAILED, f"BrokenProcessPool: a worker process died ({err})")
         except Exception as err:  # recorded as failed in the store by train(); the sweep goes on
-            return Outcome(task, "failed", f"{type(err).__name__}: {err}")
+            return Outcome(task, store.FAILED, f"{type(err).__name__}: {err}")
 
     def __enter__(self) -> LocalExecutor:
         return self

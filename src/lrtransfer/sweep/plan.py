@@ -1,7 +1,7 @@
 """The plan: one row per planned run, and the LR pick that links the two phases of Appendix G.2.
 
 Phase 1 (per arm, at the base width): one global LR for every parameter, ``optim.lr =
-optim.fixed_lr = η``. `best_lr` picks each arm's lowest mean `final_train_loss`, which phase 2
+optim.fixed_lr = η``. `analysis.phase1_picks` picks each arm's lowest mean `final_train_loss`, which phase 2
 freezes as ``optim.fixed_lr`` (input, gain and bias parameters) while it sweeps ``optim.lr`` — the
 base LR of the hidden and output layers, scaled by the arm's `lr_scaling` — across all widths.
 A run is identified by its config hash only: rows whose configs are equal share one run.
@@ -9,19 +9,19 @@ A run is identified by its config hash only: rows whose configs are equal share 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
-from lrtransfer.config import OptimConfig, RunConfig, ScheduleConfig, validate
-from lrtransfer.models import width_mult
-from lrtransfer.store import config_hash
-from lrtransfer.sweep.spec import DYNAMICS_ARM, SweepSpec, set_dotted, width_of
+from lrtransfer.config import OptimConfig, RunConfig, ScheduleConfig, apply_overrides, validate
+from lrtransfer.sweep.spec import DYNAMICS_ARM, SweepSpec, width_of
+
+Phase = Literal[1, 2, "dynamics"]  # a planned run's stage: phase 1, phase 2 (or the one phase), dynamics
+DYNAMICS: Phase = "dynamics"
 
 PLAN_COLUMNS = ("phase", "arm", "width_mult", "width", "lr", "fixed_lr", "seed", "config_hash", "folder")
 PLAN_FILE = "plan.csv"
@@ -32,7 +32,7 @@ class PlannedRun:
     """One point of the sweep: `phase` is 1, 2 or "dynamics"; `fixed_lr` the effective LR of the
     input, gain and bias parameters; `config` the resolved run config."""
 
-    phase: int | str
+    phase: Phase
     arm: str
     width_mult: float
     lr: float
@@ -41,7 +41,7 @@ class PlannedRun:
 
     @cached_property
     def config_hash(self) -> str:
-        return config_hash(self.config.to_dict())
+        return self.config.hash()
 
     @property
     def folder(self) -> str:
@@ -76,26 +76,8 @@ def dynamics(spec: SweepSpec, lr: float) -> list[PlannedRun]:
     so (η, λ) is identical at every width."""
     overrides = {"optim.lr_scaling": "none", "optim.wd_scaling": "standard"}
     raw = spec.base.raw()
-    return [_planned(raw, "dynamics", DYNAMICS_ARM, overrides, m, lr, lr, seed)
+    return [_planned(raw, DYNAMICS, DYNAMICS_ARM, overrides, m, lr, lr, seed)
             for m in spec.widths for seed in spec.seeds]
-
-
-def best_lr(frame: pd.DataFrame) -> dict[str, float]:
-    """Each arm's LR with the lowest `final_train_loss`, averaged over seeds (paper Appendix G.2).
-
-    `frame` holds `arm, lr, status, final_train_loss` (one row per run). A run that is not `done`
-    (diverged, failed, pending) counts as +inf, so an LR wins only if all its seeds finished; ties
-    go to the smaller LR. An arm without any finished LR is left out of the result.
-    """
-    finished = (frame["status"] == "done") & frame["final_train_loss"].notna()
-    loss = frame["final_train_loss"].where(finished, math.inf).astype(float)
-    means = loss.groupby([frame["arm"], frame["lr"]], sort=False).mean()
-    best = {}
-    for arm, by_lr in means.groupby(level=0, sort=False):
-        by_lr = by_lr.droplevel(0).sort_index()
-        if math.isfinite(by_lr.min()):
-            best[arm] = float(by_lr.idxmin())
-    return best
 
 
 def canonical(config: RunConfig) -> RunConfig:
@@ -106,7 +88,7 @@ def canonical(config: RunConfig) -> RunConfig:
     So, e.g., the `standard` and `independent` arms share their 1× runs.
     """
     sc = config.schedule
-    if width_mult(config.model) != 1 or sc.extra_warmup_width_mult not in (None, 1):
+    if config.model.width_mult != 1 or sc.extra_warmup_width_mult not in (None, 1):
         return config
     data = config.to_dict()
     data["optim"]["lr_scaling"] = OptimConfig.model_fields["lr_scaling"].default
@@ -144,9 +126,9 @@ def read_plan(out: Path) -> pd.DataFrame:
 def _planned(raw: dict[str, Any], phase: int | str, arm: str, overrides: Mapping[str, Any], m: float,
              lr: float, fixed_lr: float | None, seed: int) -> PlannedRun:
     """Resolve one point: the arm's overrides, then the plan's width, LRs and seed."""
-    base_width = validate(set_dotted(raw, overrides)).model.base_width
+    base_width = validate(apply_overrides(raw, overrides)).model.base_width
     planned = {"model.width": width_of(base_width, m, "widths"), "optim.lr": lr, "run.seed": seed}
     if fixed_lr is not None:
         planned["optim.fixed_lr"] = fixed_lr
-    config = canonical(validate(set_dotted(raw, {**overrides, **planned})))
+    config = canonical(validate(apply_overrides(raw, {**overrides, **planned})))
     return PlannedRun(phase=phase, arm=arm, width_mult=float(m), lr=float(lr), seed=int(seed), config=config)

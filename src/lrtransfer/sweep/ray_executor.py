@@ -2,9 +2,9 @@
 instance or an existing cluster (`address`).
 
 Each task (``num_cpus=threads``) trains into a temporary folder on whichever node runs it, without
-a store, and returns its summary and metric streams (`worker.train_detached`). The driver — this
-process — writes the run folder (config.yaml, summary.json, metrics.jsonl, alignment.jsonl) and
-the store rows, with the same `finish_run` as a local run, so both executors leave identical
+a store, and returns its records (`worker.train_detached`). The driver — this process — writes the
+run folder (config.yaml, metrics.jsonl, alignment.jsonl, summary.json) and the store rows from
+those records, with the same `record.record_run` as a local run, so both executors leave identical
 records. A run in flight when the driver is killed is lost (it has no checkpoint here) and is
 trained again by the re-run.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from lrtransfer import store
 from lrtransfer.config import RunConfig, dump_yaml
+from lrtransfer.record import CONFIG, RunRecords, reconcile, record_run, write_streams
 from lrtransfer.sweep import worker
 from lrtransfer.sweep.tasks import Outcome, SweepProgress, Task, by_cost
-from lrtransfer.training.loop import finish_run
 
 
 def _ray():
@@ -52,7 +52,7 @@ class RayExecutor:
         db, pending, outcomes = store.open(tasks[0].store), {}, []
         with SweepProgress(label, len(tasks), self.progress) as bar:
             for task in by_cost(tasks):
-                if worker.record_folder(task, db) is not None:  # finished before the store knew
+                if reconcile(task.folder, db, task.config, task.sweep) is not None:  # finished before
                     outcomes.append(Outcome(task, "skipped"))
                     bar.advance(outcomes[-1])
                     continue
@@ -69,19 +69,18 @@ class RayExecutor:
         """Write a finished task's run folder and store rows (a failed task is recorded `failed`)."""
         folder = Path(task.folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.yaml").write_text(dump_yaml(RunConfig.model_validate(task.config)))
+        (folder / CONFIG).write_text(dump_yaml(RunConfig.model_validate(task.config)))
         try:
-            result = self.ray.get(ref)
+            records: RunRecords = self.ray.get(ref)
         except self.ray.exceptions.RayError as err:
             cause = getattr(err, "cause", None) or err
             error = f"{type(cause).__name__}: {cause}"
-            finish_run(folder, db, run_id, {"status": "failed", "error": error})
-            return Outcome(task, "failed", error)
-        for name, text in result["files"].items():
-            (folder / name).write_text(text)
-        summary = {**result["summary"], "folder": str(folder)}
-        finish_run(folder, db, run_id, summary)
-        return Outcome(task, summary["status"], summary.get("error"))
+            record_run(folder, db, run_id, RunRecords({"status": store.FAILED, "error": error}))
+            return Outcome(task, store.FAILED, error)
+        records.summary = {**records.summary, "folder": str(folder)}
+        write_streams(folder, records)
+        record_run(folder, db, run_id, records)
+        return Outcome(task, records.summary["status"], records.summary.get("error"))
 
     def _start(self) -> None:
         if not self.ray.is_initialized():

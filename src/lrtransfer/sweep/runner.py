@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from lrtransfer import store
-from lrtransfer.sweep.plan import PlannedRun, best_lr, dynamics, phase1, phase2, plan_frame, write_plan
+from lrtransfer.analysis.picks import phase1_picks
+from lrtransfer.sweep.plan import PlannedRun, dynamics, phase1, phase2, plan_frame, write_plan
 from lrtransfer.sweep.spec import SweepSpec, dump_spec, load_spec
 from lrtransfer.sweep.tables import STORE_FILE, join_store
 from lrtransfer.sweep.tasks import Executor, Outcome, Task
@@ -34,7 +35,7 @@ class SweepReport:
 
     @property
     def failures(self) -> dict[str, str]:
-        return {o.task.config_hash: f"{o.task.label}: {o.error}" for o in self.outcomes if o.status == "failed"}
+        return {o.task.config_hash: f"{o.task.label}: {o.error}" for o in self.outcomes if o.status == store.FAILED}
 
     @property
     def ok(self) -> bool:
@@ -43,10 +44,10 @@ class SweepReport:
 
     def text(self) -> str:
         """A few lines for the terminal."""
-        count = {s: sum(o.status == s for o in self.outcomes) for s in ("done", "diverged", "failed")}
+        count = {s: sum(o.status == s for o in self.outcomes) for s in store.STATUSES}
         unique = len({r.config_hash for r in self.planned})
         lines = [f"{self.out}: {len(self.planned)} planned rows, {unique} distinct runs; this call trained "
-                 f"{count['done']} done, {count['diverged']} diverged, {count['failed']} failed"]
+                 ", ".join(f"{n} {s}" for s, n in count.items())]
         lines += [f"FAILED {h} {err}" for h, err in self.failures.items()] + self.notes
         return "\n".join(lines)
 
@@ -94,7 +95,7 @@ class _Stage:
 
     def pick(self, frame, missing: str) -> dict[str, float]:
         """The best LR per arm of `frame`; an arm with none is noted as `missing`."""
-        best = best_lr(frame)
+        best = phase1_picks(frame)
         self.report.notes += [f"arm {arm}: not planned in {missing}" for arm in dict.fromkeys(frame["arm"])
                               if arm not in best]
         return best

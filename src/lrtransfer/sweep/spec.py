@@ -17,9 +17,19 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from lrtransfer.config import ConfigError, _Strict, load_yaml, preset_dict, validate
+from lrtransfer.config import (
+    ConfigError,
+    Strict,
+    apply_overrides,
+    format_errors,
+    load_yaml,
+    parse_overrides,
+    preset_dict,
+    validate,
+)
+from lrtransfer.scaling import WD_RULES
 
-RULES = ("none", "standard", "independent")  # weight-decay rules; each is an arm of the same name
+RULES = WD_RULES  # each weight-decay rule is an arm of the same name
 PROTOCOLS = ("two_phase", "one_phase")
 DYNAMICS_ARM = "no_mup"  # the `dynamics: true` runs: same (η, λ) at every width (paper Fig 4)
 PLANNED_KEYS = ("model.width", "optim.lr", "optim.fixed_lr", "run.seed")  # set by the plan, not by arms
@@ -55,10 +65,10 @@ LR = Annotated[float, AfterValidator(_positive)]
 Width = Annotated[float, _at_least(1)]
 Seed = Annotated[int, _at_least(0)]
 Rule = Annotated[str, _one_of(RULES)]
-Protocol = Annotated[str, _one_of(PROTOCOLS)]
+ProtocolName = Annotated[str, _one_of(PROTOCOLS)]
 
 
-class BaseSpec(_Strict):
+class BaseSpec(Strict):
     """The run config every sweep run starts from: exactly one source, then dotted overrides."""
 
     preset: str | None = Field(None, description="A built-in preset (`lrtransfer presets`).")
@@ -68,13 +78,13 @@ class BaseSpec(_Strict):
 
     @field_validator("overrides", mode="before")
     @classmethod
-    def _from_strings(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            pairs = [str(item).partition("=") for item in v]
-            if bad := [k for k, sep, _ in pairs if not sep or not k]:
-                raise ValueError(f"{bad[0]!r}: expected dotted.key=value")
-            return {k: yaml.safe_load(text) if text else None for k, _, text in pairs}
-        return flatten(v) if isinstance(v, Mapping) else v
+    def _dotted(cls, v: Any) -> Any:
+        if isinstance(v, (list, Mapping)):
+            try:
+                return parse_overrides(v, where="item")
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> BaseSpec:
@@ -85,10 +95,10 @@ class BaseSpec(_Strict):
     def raw(self) -> dict[str, Any]:
         """The raw config dict: the source with the overrides applied (not yet validated)."""
         source = preset_dict(self.preset) if self.preset else load_yaml(self.config) if self.config else self.inline
-        return set_dotted(source, self.overrides)
+        return apply_overrides(source, self.overrides)
 
 
-class SweepSpec(_Strict):
+class SweepSpec(Strict):
     """One LR-transfer study (docs/study.md): which runs to train, and in which protocol."""
 
     name: str = Field("sweep", min_length=1, description="Sweep name, recorded in the store's `sweep` column.")
@@ -98,9 +108,10 @@ class SweepSpec(_Strict):
     rules: list[Rule] = Field(list(RULES), description="Weight-decay rules, one arm each.")
     arms: dict[str, dict[str, Any]] = Field({}, description="Extra named arms: {name: {dotted.key: value}}.")
     seeds: list[Seed] = Field([0], min_length=1, description="Seeds (run.seed) of every point.")
-    protocol: Protocol = Field("two_phase", description="two_phase (Appendix G.2) | one_phase.")
+    protocol: ProtocolName = Field("two_phase", description="two_phase (Appendix G.2) | one_phase.")
     phase1_lrs: list[LR] | None = Field(None, min_length=1, description="Global-LR grid of phase 1 (default: lrs).")
     dynamics: bool = Field(False, description="Add the no-muP runs at the standard arm's best 1× LR (Fig 4, 5, 16).")
+    warmup_arms: list[str] = Field([], description="Arms of the Figure 6 comparison (extra warmups without muP).")
 
     @field_validator("lrs", "phase1_lrs", mode="before")
     @classmethod
@@ -117,7 +128,7 @@ class SweepSpec(_Strict):
     @field_validator("arms")
     @classmethod
     def _arm_names(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        v = {name: flatten(overrides) for name, overrides in v.items()}
+        v = {name: parse_overrides(overrides) for name, overrides in v.items()}
         for name, overrides in v.items():
             if name in (*RULES, DYNAMICS_ARM):
                 raise ValueError(f"{name!r} is a reserved arm name ({'|'.join((*RULES, DYNAMICS_ARM))})")
@@ -131,15 +142,17 @@ class SweepSpec(_Strict):
             raise ValueError("rules/arms: the sweep has no arm; give at least one rule or arm")
         if self.dynamics and ("standard" not in self.rules or 1.0 not in self.widths):
             raise ValueError("dynamics: needs 'standard' in rules and 1 in widths (its LR is their best at 1×)")
-        raw = _checked(self.base.raw, "base")
-        _checked(lambda: validate(raw), "base")
+        if unknown := [a for a in self.warmup_arms if a not in self.arm_overrides()]:
+            raise ValueError(f"warmup_arms: {unknown[0]!r} is not an arm of the sweep")
+        raw = _checked("base", self.base.raw)
+        _checked("base", validate, raw)
         for arm, overrides in self.arm_overrides().items():
             where = f"arms.{arm}" if arm in self.arms else f"rules[{self.rules.index(arm)}]"
-            base_width = _checked(lambda: validate(set_dotted(raw, overrides)), where).model.base_width
+            base_width = _checked(where, _resolve, raw, overrides).model.base_width
             for i, m in enumerate(self.widths):
                 width = width_of(base_width, m, f"widths[{i}]")
-                _checked(lambda: validate(set_dotted(raw, {**overrides, "model.width": width})),
-                         f"widths[{i}]: {m:g} × base_width {base_width} = {width} (arm {arm})")
+                _checked(f"widths[{i}]: {m:g} × base_width {base_width} = {width} (arm {arm})", _resolve, raw,
+                         {**overrides, "model.width": width})
         return self
 
     def arm_overrides(self) -> dict[str, dict[str, Any]]:
@@ -165,32 +178,6 @@ def width_of(base_width: int, m: float, where: str) -> int:
     return int(width)
 
 
-def flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested sections as dotted keys: `{schedule: {warmup: 0.5}}` → `{schedule.warmup: 0.5}`, so an
-    override changes only the keys it names."""
-    flat: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def set_dotted(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of `raw` with `{a.b.c: value}` set (values kept as given, not parsed)."""
-    out = _deep_copy(raw)
-    for key, value in overrides.items():
-        *parents, leaf = str(key).split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{key}: {part!r} is a value, not a section")
-        node[leaf] = value
-    return out
-
-
 def load_spec(source: str | Path | Mapping[str, Any] | SweepSpec) -> SweepSpec:
     """A validated spec from a YAML path, a dict or a spec; a relative `base.config` is read from
     beside the YAML file."""
@@ -200,7 +187,7 @@ def load_spec(source: str | Path | Mapping[str, Any] | SweepSpec) -> SweepSpec:
     try:
         return SweepSpec.model_validate(raw)
     except ValidationError as err:
-        raise SpecError(format_errors(err)) from None
+        raise SpecError(format_errors(err, "invalid sweep spec")) from None
 
 
 def dump_spec(spec: SweepSpec) -> str:
@@ -210,35 +197,26 @@ def dump_spec(spec: SweepSpec) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def format_errors(err: ValidationError) -> str:
-    """One line per error, located like `widths[1]` or `base.preset`."""
-    lines = []
-    for e in err.errors():
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}" if loc else msg)
-    return "invalid sweep spec:\n  " + "\n  ".join(lines)
-
-
 def _read(path: Path) -> dict[str, Any]:
     try:
-        raw = load_yaml(path)
+        raw = load_yaml(path, what="spec")
     except ConfigError as err:
-        raise SpecError(str(err).replace("config file:", "spec:")) from None
+        raise SpecError(str(err)) from None
     base = raw.get("base")
     if isinstance(base, dict) and base.get("config") and not Path(base["config"]).is_absolute():
         raw["base"] = {**base, "config": str(path.parent / base["config"])}  # beside the spec file
     return raw
 
 
-def _checked(make, where: str) -> Any:
-    """`make()`, with a ConfigError re-raised as a ValueError that names `where`."""
+def _resolve(raw: Mapping[str, Any], overrides: Mapping[str, Any]):
+    return validate(apply_overrides(raw, overrides))
+
+
+def _checked(where: str, make, *args) -> Any:
+    """`make(*args)`, with a ConfigError re-raised as a ValueError that names `where`."""
     try:
-        return make()
+        return make(*args)
     except ConfigError as err:
         detail = str(err).removeprefix("invalid config:\n  ").replace("\n  ", "; ")
         raise ValueError(f"{where}: {detail}") from None
 
-
-def _deep_copy(d: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in d.items()}

@@ -2,8 +2,9 @@
 
 `results(dir)` has one row per planned (phase, arm, width, lr, seed) — runs shared by several rows
 appear in each — with the store's status (`pending` where the store has no row yet, `running` for
-a run in flight or killed) and summary values. `alignment(dir, rows)` stacks the per-layer
-alignment records of those rows (Eq 2, 4), each labelled with its plan columns.
+a run in flight or killed), summary values and resolved config (a dict; None while pending).
+`alignment(dir, rows)` stacks the per-layer alignment records of those rows (Eq 2, 4), each
+labelled with its plan columns.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from lrtransfer import store
+from lrtransfer import jsonl, store
 from lrtransfer.sweep.plan import read_plan
 
 STORE_FILE = "runs.db"
 RESULT_COLUMNS = ("phase", "arm", "width_mult", "width", "lr", "fixed_lr", "seed", "config_hash", "status",
-                  "final_train_loss", "val_loss", "diverged_at", "wall_s", "folder")
+                  "final_train_loss", "val_loss", "diverged_at", "wall_s", "folder", "config")
 LABEL_COLUMNS = ("config_hash", "arm", "phase", "width_mult", "width", "lr", "seed")
 
 
@@ -29,9 +30,10 @@ def results(dir: str | Path) -> pd.DataFrame:  # noqa: A002 - the sweep folder, 
 
 def join_store(plan: pd.DataFrame, db: store.RunStore, dir: Path) -> pd.DataFrame:  # noqa: A002
     """`plan` rows with the store's status and summary values; `folder` made `dir/runs/<hash>`."""
-    runs = db.runs()[["config_hash", "status", "final_train_loss", "val_loss", "diverged_at", "wall_s"]]
+    runs = db.runs()[["config_hash", "status", "final_train_loss", "val_loss", "diverged_at", "wall_s", "config"]]
+    runs = runs.assign(config=[jsonl.loads(c) for c in runs["config"]])
     df = plan.merge(runs, on="config_hash", how="left", validate="many_to_one")
-    df["status"] = df["status"].fillna("pending")
+    df["status"] = df["status"].fillna(store.PENDING)
     df["folder"] = [str(dir / f) for f in plan["folder"]]
     return df[list(RESULT_COLUMNS)]
 

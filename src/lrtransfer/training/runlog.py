@@ -1,48 +1,41 @@
-"""Append-only JSON-lines metric streams in the run folder, trimmed back to the checkpoint on resume."""
+"""Append-only JSON-lines metric streams in the run folder, trimmed back to the checkpoint on resume.
+
+The rows a run keeps are also held in memory (`MetricLog.rows`), so the summary and the run store
+are filled from them, not from reading the file back.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from lrtransfer.jsonl import encode
 from lrtransfer.jsonl import read as read_jsonl
 
 
-def truncate_from(path: Path, step: int) -> None:
-    """Drop records with `step >= step` (written after the checkpoint we resume from)."""
+def truncate_from(path: Path, step: int) -> list[dict[str, Any]]:
+    """Drop records with `step >= step` (written after the checkpoint we resume from); the kept ones."""
     if not path.is_file():
-        return
+        return []
     keep = [r for r in read_jsonl(path) if r.get("step", -1) < step]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(encode(r) for r in keep))
     os.replace(tmp, path)
+    return keep
 
 
 class MetricLog:
-    """One JSON object per line: `{"step": t, "train_loss": ..., "lr/hidden": ...}` or a validation row."""
+    """One JSON object per line: `{"step": t, "train_loss": ...}` or a validation row `{"step", "val_loss"}`."""
 
     def __init__(self, path: Path, *, resume_step: int = 0) -> None:
         self.path = path
-        truncate_from(path, resume_step)
+        self.rows: list[dict[str, Any]] = truncate_from(path, resume_step)
         self._file = path.open("a", buffering=1)  # line-buffered: a kill loses at most the current line
 
     def write(self, row: dict[str, Any]) -> None:
         self._file.write(encode(row))
+        self.rows.append(row)
 
     def close(self) -> None:
         self._file.close()
-
-    def rows(self) -> list[dict[str, Any]]:
-        self._file.flush()
-        return read_jsonl(self.path)
-
-
-def tidy(rows: list[dict[str, Any]]) -> Iterator[tuple[int, str, float]]:
-    """(step, name, value) triples for the run store."""
-    for row in rows:
-        step = int(row["step"])
-        for name, value in row.items():
-            if name != "step" and value is not None:
-                yield step, name, float(value)
