@@ -28,7 +28,8 @@ from lrtransfer.optim import OptimConfig
 from lrtransfer.schedules import ScheduleConfig
 from lrtransfer.strict import ConfigError, Strict
 
-__all__ = ["ConfigError", "MonitorConfig", "OptimConfig", "RunConfig", "RunSettings", "ScheduleConfig", "Strict",
+__all__ = ["ConfigError", "MonitorConfig", "ObjectiveConfig", "OptimConfig", "RunConfig", "RunSettings",
+           "ScheduleConfig", "Strict", "TrialConfig",
            "apply_overrides", "config_hash", "dump_yaml", "format_errors", "load_yaml", "presets", "resolve",
            "validate"]
 
@@ -91,6 +92,69 @@ class RunConfig(Strict):
                                          width_mult=self.model.width_mult)
 
 
+class ObjectiveModel(Strict):
+    """The widths of a user's model: the study sets `width`; the objective builds the model."""
+
+    width: int = Field(gt=0, description="The width this trial trains (m × base_width).")
+    base_width: int = Field(gt=0, description="The width of the 1x proxy that defines muP base shapes.")
+
+    @property
+    def width_mult(self) -> float:
+        return self.width / self.base_width
+
+
+class ObjectiveRun(Strict):
+    """What the study needs to know of a user's training loop."""
+
+    seed: int = Field(0, ge=0, description="Seeds torch, numpy and random before the objective is called.")
+    steps: int | None = Field(None, ge=1, description="Optimizer steps, if known (schedule, timescale notes).")
+    final_window: int = Field(100, ge=1, description="Final train loss = mean of the last this many logged losses.")
+    max_loss: float = Field(20.0, gt=0, description="A logged loss above this (or NaN/inf) marks the trial diverged.")
+
+
+class ObjectiveConfig(Strict):
+    """One trial of a user's objective (`lrtransfer.Trial`): what the study plans and hashes."""
+
+    objective: str = Field(description="The objective function, as 'package.module:function'.")
+    params: dict[str, Any] = Field({}, description="Free-form parameters handed to the objective as trial.params.")
+    model: ObjectiveModel = Field(description="The trial's width and the base width.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="The LR/WD rules trial.param_groups applies.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="The LR schedule, if the loop uses it.")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="What trial.monitor(model) measures.")
+    run: ObjectiveRun = Field(default_factory=ObjectiveRun, description="Seed, length and divergence bound.")
+
+    @field_validator("objective")
+    @classmethod
+    def _module_and_name(cls, v: str) -> str:
+        module, sep, name = v.partition(":")
+        if not (sep and module and name):
+            raise ValueError(f"{v!r} is not of the form 'package.module:function'")
+        return v
+
+    @model_validator(mode="after")
+    def _widths(self) -> ObjectiveConfig:
+        if self.model.width < self.model.base_width:
+            raise ValueError(f"model.width: {self.model.width} is narrower than model.base_width "
+                             f"{self.model.base_width}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        return config_hash(self.to_dict())
+
+    def lr_multipliers(self) -> Any:
+        """The schedule's per-step multipliers, when `run.steps` is known (else None)."""
+        if self.run.steps is None:
+            return None
+        return self.schedule.multipliers(self.run.steps, lr=self.optim.lr, weight_decay=self.optim.weight_decay,
+                                         width_mult=self.model.width_mult)
+
+
+TrialConfig = RunConfig | ObjectiveConfig  # what a sweep plans: a built-in run or a trial of a user objective
+
+
 def config_hash(config: Mapping[str, Any]) -> str:
     """Stable 16-hex-digit id of a resolved config: sha256 of its canonical JSON (`jsonl.dumps`).
 
@@ -145,10 +209,12 @@ def _flatten(overrides: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def validate(raw: Mapping[str, Any]) -> RunConfig:
-    """Validate a raw dict, turning pydantic's errors into one message per field."""
+def validate(raw: Mapping[str, Any]) -> TrialConfig:
+    """Validate a raw dict — an `ObjectiveConfig` when it names an ``objective``, else a
+    `RunConfig` — turning pydantic's errors into one message per field."""
+    kind = ObjectiveConfig if isinstance(raw, Mapping) and "objective" in raw else RunConfig
     try:
-        return RunConfig.model_validate(raw)
+        return kind.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_errors(err)) from None
 

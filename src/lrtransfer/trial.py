@@ -1,0 +1,256 @@
+"""A study of the user's own model and training loop: an objective function receives a `Trial`.
+
+```python
+def objective(trial: lrtransfer.Trial) -> None:
+    model, base = build(trial.width), build(trial.base_width)
+    opt = torch.optim.AdamW(trial.param_groups(model, base), betas=(0.9, 0.95))
+    monitor = trial.monitor(model)
+    for step in range(steps):
+        with monitor.step(step):
+            loss = ...; loss.backward(); opt.step(); opt.zero_grad()
+        trial.log(step, loss.item())
+```
+
+The study plans trials like built-in runs (two phases, widths, rules, seeds) and `run_trial` runs
+one: it seeds torch, numpy and `random` from ``trial.seed``, calls the objective, and records the
+trial with the same `record.record_run` as the built-in trainer. A logged NaN/inf or a loss above
+``run.max_loss`` stops the trial as ``diverged`` (`log` raises `TrialDiverged`, which the study
+catches); any other exception ends it as ``failed`` with its message, and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lrtransfer import jsonl
+from lrtransfer.config import ObjectiveConfig
+from lrtransfer.monitor import AlignmentMonitor, NullMonitor
+from lrtransfer.record import ALIGNMENT, CONFIG, METRICS, RunRecords, reconcile, record_run
+from lrtransfer.scaling import param_groups
+from lrtransfer.store import DIVERGED, DONE, FAILED, RunStore
+from lrtransfer.training.runlog import MetricLog
+
+STATE = "trial_state.pt"
+
+
+class TrialDiverged(Exception):
+    """Raised by `Trial.log` when a loss is NaN/inf or above the bound; the study records `diverged`."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"step {step}: loss {loss} is not finite or above run.max_loss")
+        self.step, self.loss = step, loss
+
+
+class Trial:
+    """One planned run of a user's objective: its widths, LR and weight-decay rule, seed, folder.
+
+    Attributes: ``width``, ``base_width``, ``width_mult`` (m), ``lr`` (base LR of the hidden and
+    output layers, before width scaling), ``fixed_lr`` (LR of input, gain and bias parameters),
+    ``weight_decay`` (base λ), ``lr_scaling``, ``wd_scaling``, ``seed``, ``phase`` and ``arm``
+    (where the plan first put this run; runs shared by several arms carry the first), ``folder``
+    (the run folder, for the objective's own files), ``params`` (the spec's free parameters) and
+    ``steps`` (``run.steps`` if the spec gives it).
+    """
+
+    def __init__(self, config: ObjectiveConfig, folder: str | Path, *, phase: int | str | None = None,
+                 arm: str | None = None) -> None:
+        self.config, self.folder = config, Path(folder)
+        self.phase, self.arm = phase, arm
+        oc, mc = config.optim, config.model
+        self.width, self.base_width, self.width_mult = mc.width, mc.base_width, mc.width_mult
+        self.lr, self.fixed_lr, self.weight_decay = oc.lr, oc.fixed_lr or oc.lr, oc.weight_decay
+        self.lr_scaling, self.wd_scaling = oc.lr_scaling, oc.wd_scaling
+        self.seed, self.steps, self.params = config.run.seed, config.run.steps, dict(config.params)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # What an earlier, killed attempt logged: kept only up to its last `save`, if `load` is called.
+        self._previous = {name: jsonl.read(self.folder / name) for name in (METRICS, ALIGNMENT)}
+        for name in (METRICS, ALIGNMENT):
+            (self.folder / name).unlink(missing_ok=True)
+        self._log = MetricLog(self.folder / METRICS)
+        self._monitors: list[AlignmentMonitor] = []
+        self._kept_alignment: list[dict] = []
+        self._val: float | None = None
+        self._extra: dict[str, Any] = {}
+
+    def param_groups(self, model: nn.Module, base_model: nn.Module, **kw: Any) -> list[dict[str, Any]]:
+        """`lrtransfer.param_groups` with this trial's LR, weight decay and rules (Eq 6-8).
+
+        At the base width (m = 1) model and base have the same shapes, so roles come from the
+        documented positional inference unless ``delta_model`` (the model at another width, e.g.
+        on the meta device) is passed; any other keyword goes to `param_groups`.
+        """
+        rules = {**self.config.optim.rules(), **kw}
+        if self.width_mult == 1 and "delta_model" not in kw:
+            return param_groups(model, width_mult=1.0, **rules)
+        return param_groups(model, base_model, **rules)
+
+    def monitor(self, model: nn.Module, **kw: Any) -> AlignmentMonitor | NullMonitor:
+        """An `AlignmentMonitor` whose records stream into the run folder (``monitor.*`` of the
+        spec set ``every`` and ``sample``; keywords override them)."""
+        mc = self.config.monitor
+        if not mc.enabled:
+            return NullMonitor()
+        opts = {"every": mc.every, "sample": mc.sample, "layers": mc.layers, **kw}
+        monitor = AlignmentMonitor(model, path=self.folder / ALIGNMENT, **opts)
+        self._monitors.append(monitor)
+        return monitor
+
+    def log(self, step: int, loss: float, **metrics: float) -> None:
+        """Record the train loss of ``step`` (0-based) and any other metrics (``val_loss=…``);
+        raises `TrialDiverged` when the loss is NaN/inf or above ``run.max_loss``."""
+        loss = float(loss)
+        self._log.write({"step": int(step), "train_loss": loss, **{k: float(v) for k, v in metrics.items()}})
+        if "val_loss" in metrics:
+            self._val = float(metrics["val_loss"])
+        if not math.isfinite(loss) or loss > self.config.run.max_loss:
+            raise TrialDiverged(int(step), loss)
+
+    def finish(self, val_loss: float | None = None, **summary: Any) -> None:
+        """Record the final validation loss and any other values for the trial's summary."""
+        if val_loss is not None:
+            self._val = float(val_loss)
+        self._extra.update(summary)
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Save the objective's own checkpoint (tensors, numbers, strings, containers of them);
+        `load` in a resumed trial returns it and drops what was logged after it."""
+        tmp = self.folder / f"{STATE}.tmp"
+        torch.save({"state": state, "logged": len(self._log.rows), "recorded": self._recorded()}, tmp)
+        os.replace(tmp, self.folder / STATE)
+
+    def load(self) -> dict[str, Any] | None:
+        """The state of the last `save` of this trial (loaded with ``weights_only=True``), or None."""
+        path = self.folder / STATE
+        if not path.is_file():
+            return None
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        for row in self._previous[METRICS][: saved["logged"]]:
+            self._log.write(row)
+        self._kept_alignment = self._previous[ALIGNMENT][: saved["recorded"]]
+        jsonl.append(self.folder / ALIGNMENT, self._kept_alignment)
+        return saved["state"]
+
+    def records(self, status: str, wall_s: float, **extra: Any) -> RunRecords:
+        """What the study records for this trial when it ended with ``status``."""
+        rows = self._log.rows
+        losses = [r["train_loss"] for r in rows if "train_loss" in r]
+        window = losses[-self.config.run.final_window:]
+        summary = {
+            "status": status, "steps": len(losses),
+            "final_train_loss": sum(window) / len(window) if window and status == DONE else math.nan,
+            "val_loss": self._val if self._val is not None and status == DONE else math.nan,
+            "wall_s": wall_s, "width": self.width, "width_mult": self.width_mult, "folder": str(self.folder),
+            **self._extra, **extra,
+        }
+        return RunRecords(summary, list(rows), self._kept_alignment + [r for m in self._monitors for r in m.records])
+
+    def _recorded(self) -> int:
+        return len(self._kept_alignment) + sum(len(m.records) for m in self._monitors)
+
+    def close(self) -> None:
+        self._log.close()
+
+
+def run_trial(config: ObjectiveConfig, folder: str | Path, *, store: RunStore | None = None,
+              sweep: str | None = None, phase: int | str | None = None, arm: str | None = None) -> RunRecords:
+    """Run one trial of ``config.objective`` into ``folder`` and record it (skipped if finished)."""
+    folder = Path(folder)
+    finished = reconcile(folder, store, config.to_dict(), sweep)
+    if finished is not None:
+        return RunRecords({**finished, "skipped": "already finished"})
+    objective = load_objective(config.objective)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG).write_text(_yaml(config))
+    run_id = None if store is None else store.start_run(config.to_dict(), sweep=sweep, force=True)
+    trial = Trial(config, folder, phase=phase, arm=arm)
+    seed_everything(config.run.seed)
+    t0 = time.perf_counter()
+    try:
+        objective(trial)
+        status, extra = DONE, {}
+    except TrialDiverged as err:
+        status, extra = DIVERGED, {"diverged_at": err.step}
+    except Exception as err:  # the user's code failed: record it, the sweep goes on
+        status, extra = FAILED, {"error": f"{type(err).__name__}: {err}"}
+    finally:
+        trial.close()
+    records = trial.records(status, time.perf_counter() - t0, **extra)
+    record_run(folder, store, run_id, records)
+    return records
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python's `random` (the trial's ``seed``)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_objective(ref: str, where: str = "objective") -> Callable[[Trial], None]:
+    """The function ``'package.module:function'`` names; an error naming ``where`` if it cannot be
+    imported or is not a callable of one argument."""
+    module, _, name = ref.partition(":")
+    try:
+        fn = importlib.import_module(module)
+        for part in name.split("."):
+            fn = getattr(fn, part)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"{where}: cannot import {ref!r} ({type(err).__name__}: {err}); the spec's folder and "
+                         "the working directory are importable, or install the package") from None
+    if not callable(fn) or not _takes_one_argument(fn):
+        raise ValueError(f"{where}: {ref!r} is not a callable of one argument (the trial)")
+    return fn
+
+
+def _takes_one_argument(fn: Callable) -> bool:
+    try:
+        inspect.signature(fn).bind(None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (a builtin): give it the benefit of the doubt
+        return True
+    return True
+
+
+def importable(*folders: str | Path) -> None:
+    """Make ``folders`` importable here and in worker processes started from here (PYTHONPATH)."""
+    paths = [str(Path(f).resolve()) for f in folders]
+    for p in reversed(paths):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*paths, *current]))
+
+
+def objective_ref(fn: Callable) -> str:
+    """``'module:qualname'`` of a function, the main script's module by its file name."""
+    module = fn.__module__
+    if module == "__main__":
+        main = sys.modules["__main__"]
+        if not getattr(main, "__file__", None):
+            raise ValueError("objective: define it in a module or script file; functions of an interactive "
+                             "session cannot be imported by the study's worker processes")
+        importable(Path(main.__file__).parent)
+        module = Path(main.__file__).stem
+    if "<locals>" in fn.__qualname__:
+        raise ValueError(f"objective: {fn.__qualname__} is a local function; define it at module level")
+    return f"{module}:{fn.__qualname__}"
+
+
+def _yaml(config: ObjectiveConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
