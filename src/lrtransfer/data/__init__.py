@@ -7,12 +7,19 @@ Three tasks, one interface (:class:`Dataset`): byte-level language modelling on 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
 from lrtransfer.data.base import Dataset, Task, step_generator
-from lrtransfer.data.corpus import CorpusFetchError, CorpusNotFoundError, fetch_shakespeare, shakespeare_path
+from lrtransfer.data.corpus import (
+    CorpusFetchError,
+    CorpusNotFoundError,
+    ensure_corpus,
+    fetch_shakespeare,
+    shakespeare_path,
+)
 from lrtransfer.data.digits import DigitsDataConfig, DigitsDataset
 from lrtransfer.data.synthetic import SyntheticDataConfig, SyntheticDataset
 from lrtransfer.data.text import TextDataConfig, TextDataset
@@ -28,7 +35,7 @@ def parse_data_config(raw: Any) -> DataConfig:
 
 
 def build_dataset(cfg: DataConfig) -> Dataset:
-    """The dataset described by ``cfg``; text corpora are read from disk, never downloaded."""
+    """The dataset described by ``cfg``; a text corpus that must be fetched once is fetched first."""
     if isinstance(cfg, TextDataConfig):
         return TextDataset(cfg)
     if isinstance(cfg, DigitsDataConfig):
@@ -38,6 +45,13 @@ def build_dataset(cfg: DataConfig) -> Dataset:
     raise TypeError(
         f"cfg: expected a TextDataConfig, DigitsDataConfig or SyntheticDataConfig, got {type(cfg).__name__}"
     )
+
+
+def ensure_corpora(configs: Iterable[DataConfig]) -> None:
+    """Fetch every corpus these data configs need that is not cached yet (each once), e.g. in a
+    sweep's driver before its workers start, so a failed fetch stops the sweep once, early."""
+    for corpus in dict.fromkeys(c.corpus for c in configs if isinstance(c, TextDataConfig)):
+        ensure_corpus(corpus)
 
 
 __all__ = [
@@ -53,6 +67,8 @@ __all__ = [
     "TextDataConfig",
     "TextDataset",
     "build_dataset",
+    "ensure_corpora",
+    "ensure_corpus",
     "fetch_shakespeare",
     "parse_data_config",
     "shakespeare_path",

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor
 
 from lrtransfer.data.base import check_batch_size, chunk, step_generator
-from lrtransfer.data.corpus import load_corpus
+from lrtransfer.data.corpus import ensure_corpus, load_corpus
 
 VOCAB_SIZE = 256
 
@@ -48,6 +48,10 @@ class TextDataConfig(BaseModel):
             raise ValueError(f"val_tokens: must be >= seq_len ({self.seq_len}), got {self.val_tokens}")
         return self
 
+    def ensure_corpus(self) -> None:
+        """Fetch the corpus into the cache if it must be fetched once and is not there yet (Shakespeare)."""
+        ensure_corpus(self.corpus)
+
 
 class TextDataset:
     """Random training windows and fixed validation windows over one byte corpus.
@@ -62,8 +66,10 @@ class TextDataset:
     output_dim = VOCAB_SIZE
 
     def __init__(self, cfg: TextDataConfig, data: bytes | None = None) -> None:
-        """Load the corpus named by ``cfg`` (or use ``data`` directly) and split it."""
+        """Load the corpus named by ``cfg`` (fetched first if it must be; or use ``data``) and split it."""
         self.cfg = cfg
+        if data is None:
+            cfg.ensure_corpus()
         raw = data if data is not None else load_corpus(cfg.corpus, cfg.paths)
         self.data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         self.n_train = len(raw) - int(round(cfg.val_fraction * len(raw)))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lrtransfer import store
+from lrtransfer.data import ensure_corpora
 from lrtransfer.sweep.plan import PlannedRun, best_lr, dynamics, phase1, phase2, plan_frame, write_plan
 from lrtransfer.sweep.spec import SweepSpec, dump_spec, load_spec
 from lrtransfer.sweep.tables import STORE_FILE, join_store
@@ -89,6 +90,7 @@ class _Stage:
         self.report.planned += runs
         write_plan(self.out, self.report.planned)
         tasks = {r.config_hash: self._task(r) for r in runs if not self.db.is_finished(r.config_hash)}
+        ensure_corpora(r.config.data for r in runs if r.config_hash in tasks)  # fetch once, before the workers
         self.report.outcomes += self.executor.run(list(tasks.values()), label)
         return join_store(plan_frame(runs), self.db, self.out)
 
