@@ -16,7 +16,8 @@ from pathlib import Path
 from lrtransfer import store
 from lrtransfer.config import RunConfig, dump_yaml
 from lrtransfer.sweep import worker
-from lrtransfer.sweep.tasks import Outcome, SweepProgress, Task, by_cost
+from lrtransfer.sweep.progress import SweepProgress
+from lrtransfer.sweep.tasks import Outcome, Task, by_cost, outcome_of
 from lrtransfer.training.loop import finish_run
 
 
@@ -50,7 +51,7 @@ class RayExecutor:
         self._start()
         remote = self.ray.remote(num_cpus=self.threads, max_retries=0)(worker.train_detached)
         db, pending, outcomes = store.open(tasks[0].store), {}, []
-        with SweepProgress(label, len(tasks), self.progress) as bar:
+        with SweepProgress(label, tasks, self.workers, self.progress) as bar:
             for task in by_cost(tasks):
                 if worker.record_folder(task, db) is not None:  # finished before the store knew
                     outcomes.append(Outcome(task, "skipped"))
@@ -81,7 +82,7 @@ class RayExecutor:
             (folder / name).write_text(text)
         summary = {**result["summary"], "folder": str(folder)}
         finish_run(folder, db, run_id, summary)
-        return Outcome(task, summary["status"], summary.get("error"))
+        return outcome_of(task, summary)
 
     def _start(self) -> None:
         if not self.ray.is_initialized():
