@@ -124,6 +124,17 @@ def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfe
 
 
 @app.command()
+def status(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfer sweep/demo --out).")) -> None:
+    """Where a running or finished sweep stands: runs per stage and status, elapsed, phase-1 LRs (read-only)."""
+    from lrtransfer.sweep.status import sweep_status
+
+    try:
+        typer.echo(sweep_status(sweep_dir).text())
+    except FileNotFoundError as err:
+        raise typer.BadParameter(str(err), param_hint="SWEEP_DIR") from None
+
+
+@app.command()
 def presets() -> None:
     """List the built-in configs."""
     from lrtransfer.config import presets as names
