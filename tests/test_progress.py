@@ -28,7 +28,7 @@ class Clock:
         return self.now
 
 
-def task(name: str, width: int, db: str = "unused.db") -> Task:
+def task(name: str, width: int, db: str = "never-opened.db") -> Task:
     return Task(config={"run": {"steps": 10}, "model": {"width": width}}, config_hash=name, folder=f"runs/{name}",
                 store=db, sweep="s", label=f"phase 2 arm {name} w{width}")
 
@@ -77,9 +77,10 @@ def test_run_times_fit_the_width_exponent():
     assert times.runs == 2
 
 
-def test_sweep_lines_from_synthetic_outcomes(capsys):
-    clock, by_name = Clock(), {t.config_hash: t for t in TASKS}
-    with SweepProgress("phase 2", TASKS, workers=2, clock=clock) as bar:  # capsys: stderr is no terminal
+def test_sweep_lines_from_synthetic_outcomes(tmp_path, capsys):
+    tasks = [task(t.config_hash, t.config["model"]["width"], str(tmp_path / "runs.db")) for t in TASKS]  # empty
+    clock, by_name = Clock(), {t.config_hash: t for t in tasks}
+    with SweepProgress("phase 2", tasks, workers=2, clock=clock) as bar:  # capsys: stderr is no terminal
         for name, at, wall in FINISH:
             clock.now = at
             bar.advance(Outcome(by_name[name], "done", loss=2.5, wall_s=wall))
