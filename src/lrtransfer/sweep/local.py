@@ -14,7 +14,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 from lrtransfer import store
 from lrtransfer.sweep import worker
-from lrtransfer.sweep.tasks import Outcome, SweepProgress, Task, by_cost, outcome_of
+from lrtransfer.sweep.progress import SweepProgress
+from lrtransfer.sweep.tasks import Outcome, Task, by_cost, outcome_of
 
 
 def default_workers(threads: int = 1) -> int:
@@ -43,7 +44,7 @@ class LocalExecutor:
         pool = self._start()
         futures = {pool.submit(worker.run_task, task): task for task in by_cost(tasks)}
         outcomes = []
-        with SweepProgress(label, len(tasks), self.progress) as bar:
+        with SweepProgress(label, tasks, self.workers, self.progress) as bar:
             for future in as_completed(futures):
                 outcomes.append(self._outcome(futures[future], future))
                 bar.advance(outcomes[-1])

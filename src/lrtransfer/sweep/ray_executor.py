@@ -17,7 +17,8 @@ from lrtransfer import store
 from lrtransfer.config import RunConfig, dump_yaml
 from lrtransfer.record import CONFIG, RunRecords, reconcile, record_run, write_streams
 from lrtransfer.sweep import worker
-from lrtransfer.sweep.tasks import Outcome, SweepProgress, Task, by_cost
+from lrtransfer.sweep.progress import SweepProgress
+from lrtransfer.sweep.tasks import Outcome, Task, by_cost, outcome_of
 
 
 def _ray():
@@ -50,7 +51,7 @@ class RayExecutor:
         self._start()
         remote = self.ray.remote(num_cpus=self.threads, max_retries=0)(worker.train_detached)
         db, pending, outcomes = store.open(tasks[0].store), {}, []
-        with SweepProgress(label, len(tasks), self.progress) as bar:
+        with SweepProgress(label, tasks, self.workers, self.progress) as bar:
             for task in by_cost(tasks):
                 if reconcile(task.folder, db, task.config, task.sweep) is not None:  # finished before
                     outcomes.append(Outcome(task, "skipped"))
@@ -80,7 +81,7 @@ class RayExecutor:
         records.summary = {**records.summary, "folder": str(folder)}
         write_streams(folder, records)
         record_run(folder, db, run_id, records)
-        return Outcome(task, records.summary["status"], records.summary.get("error"))
+        return outcome_of(task, records.summary)
 
     def _start(self) -> None:
         if not self.ray.is_initialized():

@@ -16,6 +16,8 @@ from typing import Any
 
 from lrtransfer import store
 from lrtransfer.analysis.picks import phase1_picks
+from lrtransfer.config import RunConfig
+from lrtransfer.data import ensure_corpora
 from lrtransfer.sweep.plan import PlannedRun, dynamics, phase1, phase2, plan_frame, write_plan
 from lrtransfer.sweep.spec import SweepSpec, dump_spec, load_spec
 from lrtransfer.sweep.tables import STORE_FILE, join_store
@@ -90,6 +92,8 @@ class _Stage:
         self.report.planned += runs
         write_plan(self.out, self.report.planned)
         tasks = {r.config_hash: self._task(r) for r in runs if not self.db.is_finished(r.config_hash)}
+        # fetch once, before the workers
+        ensure_corpora(r.config.data for r in runs if r.config_hash in tasks and isinstance(r.config, RunConfig))
         self.report.outcomes += self.executor.run(list(tasks.values()), label)
         return join_store(plan_frame(runs), self.db, self.out)
 

@@ -22,13 +22,13 @@ RESULT_COLUMNS = ("phase", "arm", "width_mult", "width", "lr", "fixed_lr", "seed
 LABEL_COLUMNS = ("config_hash", "arm", "phase", "width_mult", "width", "lr", "seed")
 
 
-def results(dir: str | Path) -> pd.DataFrame:  # noqa: A002 - the sweep folder, as the CLI's --out
+def results(dir: str | Path) -> pd.DataFrame:
     """One row per planned run of the sweep in `dir`: `RESULT_COLUMNS` (docs/study.md)."""
     dir = Path(dir)
     return join_store(read_plan(dir), store.open(dir / STORE_FILE), dir)
 
 
-def join_store(plan: pd.DataFrame, db: store.RunStore, dir: Path) -> pd.DataFrame:  # noqa: A002
+def join_store(plan: pd.DataFrame, db: store.RunStore, dir: Path) -> pd.DataFrame:
     """`plan` rows with the store's status and summary values; `folder` made `dir/runs/<hash>`."""
     runs = db.runs()[["config_hash", "status", "final_train_loss", "val_loss", "diverged_at", "wall_s", "config"]]
     runs = runs.assign(config=[jsonl.loads(c) for c in runs["config"]])
@@ -38,7 +38,7 @@ def join_store(plan: pd.DataFrame, db: store.RunStore, dir: Path) -> pd.DataFram
     return df[list(RESULT_COLUMNS)]
 
 
-def alignment(dir: str | Path, rows: pd.DataFrame | None = None) -> pd.DataFrame:  # noqa: A002
+def alignment(dir: str | Path, rows: pd.DataFrame | None = None) -> pd.DataFrame:
     """The store's alignment records of `rows` (a subset of `results(dir)` or of the plan; default:
     every planned run), with `LABEL_COLUMNS` in front. Rows whose run has not started are left out."""
     dir = Path(dir)

@@ -1,14 +1,12 @@
-"""What an executor is handed (`Task`: one distinct run) and hands back (`Outcome`), the
-dispatch order and the sweep's progress bar; shared by the local and the Ray executor."""
+"""What an executor is handed (`Task`: one distinct run) and hands back (`Outcome`) and the dispatch
+order; shared by the local and the Ray executor (their progress display: `lrtransfer.sweep.progress`)."""
 
 from __future__ import annotations
 
-import sys
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 @dataclass(frozen=True)
@@ -35,6 +33,8 @@ class Outcome:
     task: Task
     status: str
     error: str | None = None
+    loss: float | None = None  # the run's final_train_loss (None unless done)
+    wall_s: float | None = None  # the run's training time (summary `wall_s`)
 
 
 class Executor(Protocol):
@@ -53,29 +53,15 @@ def by_cost(tasks: Iterable[Task]) -> list[Task]:
 def outcome_of(task: Task, summary: dict[str, Any]) -> Outcome:
     """The outcome of a run that returned `summary` (train()'s, possibly of a run finished before)."""
     status = "skipped" if "skipped" in summary else summary["status"]
-    return Outcome(task, status, summary.get("error"))
+    return Outcome(task, status, summary.get("error"), loss=_number(summary.get("final_train_loss")),
+                   wall_s=_number(summary.get("wall_s")))
 
 
-class SweepProgress:
-    """A rich bar over runs (done/failed counts, elapsed, ETA) on a terminal; silent otherwise."""
+def _number(value: Any) -> float | None:
+    """A finite float, else None (summaries hold NaN, or "nan" when read back from JSON)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
-    def __init__(self, label: str, total: int, enabled: bool | None = None) -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.failed = 0
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), disable=not self.enabled,
-        )
-        self._task = self._progress.add_task(label, total=total, failed=0)
-
-    def __enter__(self) -> SweepProgress:
-        self._progress.start()
-        return self
-
-    def advance(self, outcome: Outcome) -> None:
-        self.failed += outcome.status == "failed"
-        self._progress.update(self._task, advance=1, failed=self.failed)
-
-    def __exit__(self, *exc) -> None:
-        self._progress.stop()

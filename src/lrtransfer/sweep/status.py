@@ -1,0 +1,134 @@
+"""Where a sweep stands (`lrtransfer status DIR`), read from its folder while it runs or after.
+
+Per stage (phase 1, phase 2, dynamics): the distinct runs planned so far and how many are done,
+diverged, failed, running or pending, and the stage's elapsed wall time (from its first run's start
+to its last run's end, or to now while runs are in flight). A run shared by two stages (the 1× runs
+of phase 1 and 2) counts in both, and its time in the first. Then the best phase-1 LR of each arm
+(once phase 1 has finished: what phase 2 freezes), and each run in flight with its last logged step.
+
+Only reads: ``plan.csv`` (written atomically), the run store (SQLite in WAL mode, so a reader
+never blocks the sweep's writers; opening it runs an idempotent ``CREATE TABLE IF NOT EXISTS``)
+and the run folders' ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from lrtransfer import store
+from lrtransfer.analysis.picks import phase1_picks
+from lrtransfer.store import DIVERGED, DONE, FAILED, PENDING, RUNNING
+from lrtransfer.sweep.plan import PLAN_FILE
+from lrtransfer.sweep.spec import load_spec
+from lrtransfer.sweep.tables import STORE_FILE, results
+from lrtransfer.training.progress import duration
+
+COUNTED = (DONE, DIVERGED, FAILED, RUNNING, PENDING)
+STAGE_NAMES = {1: "phase 1", 2: "phase 2", "dynamics": "dynamics"}
+
+
+@dataclass
+class SweepStatus:
+    """A sweep folder's state: `stages` (one row per planned stage: runs, `COUNTED`, elapsed_s),
+    `unplanned` stages of the spec, phase-1 `best` LR per arm, lines for the runs in flight."""
+
+    dir: Path
+    name: str
+    stages: pd.DataFrame
+    unplanned: list[str] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=dict)
+    running: list[str] = field(default_factory=list)
+    distinct: int = 0
+
+    def text(self) -> str:
+        """The status as a few lines for the terminal."""
+        lines = [f"{self.dir}: sweep {self.name}, {self.distinct} distinct runs planned so far"]
+        table = self.stages.assign(elapsed=[duration(s) for s in self.stages["elapsed_s"]])
+        table = table.drop(columns="elapsed_s")
+        lines += table.to_string(index=False).splitlines()
+        lines += [f"{stage}: not planned yet" for stage in self.unplanned]
+        if self.best:
+            lines.append("best phase-1 LR: " + ", ".join(f"{arm} {lr:g}" for arm, lr in self.best.items()))
+        return "\n".join(lines + [f"running: {line}" for line in self.running])
+
+
+def sweep_status(dir: str | Path, now: float | None = None) -> SweepStatus:
+    """The state of the sweep in `dir` (see the module doc); `now` (epoch seconds) for tests."""
+    dir, now = Path(dir), time.time() if now is None else now
+    if not (dir / PLAN_FILE).is_file():
+        raise FileNotFoundError(f"dir: {dir} holds no sweep (no {PLAN_FILE}); is it a `lrtransfer sweep --out` folder?")
+    df = results(dir)
+    timings = store.open(dir / STORE_FILE).runs()[["config_hash", "started_at", "finished_at"]]
+    df = df.merge(timings, on="config_hash", how="left")
+    first = df.drop_duplicates("config_hash")  # the stage that planned a run first trained it
+    stages = [_stage_row(phase, rows, first[first["phase"] == phase], now) for phase, rows
+              in df.groupby("phase", sort=False)]
+    planned = {str(p) for p in df["phase"]}
+    phase1 = df[df["phase"] == 1]
+    finished = len(phase1) and not phase1["status"].isin([RUNNING, PENDING]).any()
+    return SweepStatus(dir=dir, name=_name(dir), stages=pd.DataFrame(stages),
+                       unplanned=[STAGE_NAMES[s] for s in _spec_stages(dir) if str(s) not in planned],
+                       best=phase1_picks(phase1) if finished else {}, distinct=df["config_hash"].nunique(),
+                       running=[_in_flight(row, now) for row in first[first["status"] == "running"].itertuples()])
+
+
+def _stage_row(phase, rows: pd.DataFrame, owned: pd.DataFrame, now: float) -> dict:
+    runs = rows.drop_duplicates("config_hash")
+    counts = runs["status"].value_counts()
+    return {"stage": STAGE_NAMES.get(phase, str(phase)), "runs": len(runs),
+            **{s: int(counts.get(s, 0)) for s in COUNTED}, "elapsed_s": _elapsed(owned, now)}
+
+
+def _elapsed(runs: pd.DataFrame, now: float) -> float:
+    """First start to last end of `runs` (now for one not finished), in seconds; 0 if none started."""
+    started = runs.dropna(subset=["started_at"])
+    if started.empty:
+        return 0.0
+    ends = [now if pd.isna(f) else f.timestamp() for f in started["finished_at"]]
+    return max(0.0, max(ends) - started["started_at"].min().timestamp())
+
+
+def _in_flight(row, now: float) -> str:
+    """``phase 2 independent 4x lr=0.004 seed 0: step 340/1000, last logged 2s ago``."""
+    folder = Path(row.folder)
+    label = f"{STAGE_NAMES.get(row.phase, row.phase)} {row.arm} {row.width_mult:g}x lr={row.lr:g} seed {row.seed}"
+    metrics, config = folder / "metrics.jsonl", folder / "config.yaml"
+    if not metrics.is_file():
+        return f"{label}: starting"
+    steps = yaml.safe_load(config.read_text())["run"]["steps"] if config.is_file() else "?"
+    step = _last_step(metrics)
+    return f"{label}: step {step}/{steps}, last logged {duration(now - metrics.stat().st_mtime)} ago"
+
+
+def _last_step(path: Path) -> int | str:
+    """The step of the last complete line of a JSON-lines metric stream (read from its tail)."""
+    with open(path, "rb") as fh:
+        start = max(0, fh.seek(0, 2) - 4096)
+        fh.seek(start)
+        lines = fh.read().split(b"\n")
+    for line in reversed(lines[1:] if start else lines):  # read from mid-file, the first line may be cut
+        try:
+            return int(json.loads(line)["step"]) + 1
+        except (ValueError, KeyError, TypeError):
+            continue
+    return "?"
+
+
+def _spec_stages(dir: Path) -> list:
+    """The stages the sweep's spec will plan (phase 1 only for the two-phase protocol)."""
+    path = dir / "sweep.yaml"
+    if not path.is_file():
+        return []
+    spec = load_spec(path)
+    return [1] * (spec.protocol == "two_phase") + [2] + ["dynamics"] * spec.dynamics
+
+
+def _name(dir: Path) -> str:
+    path = dir / "sweep.yaml"
+    return str((yaml.safe_load(path.read_text()) or {}).get("name", dir.name)) if path.is_file() else dir.name
