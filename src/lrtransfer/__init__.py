@@ -7,7 +7,8 @@ The public API in one place:
 * `schedules` — LR multipliers, incl. the extra warmups of Eq 14-15;
 * `theory` — the analytic models of Appendices B, E, F (Eq 13, 27-39);
 * `train`, `RunConfig`, `resolve`, `store` — resumable single runs and the SQLite run store;
-* `run_sweep`, `results`, `best_lrs`, `verdicts` — LR-transfer sweeps and their analysis.
+* `run_sweep`, `results`, `best_lrs`, `verdicts` — LR-transfer sweeps and their analysis;
+* `Study`, `Trial` — the same study of the user's own model and training loop (an objective function).
 """
 
 from lrtransfer import schedules, store, theory
@@ -15,8 +16,10 @@ from lrtransfer.analysis import best_lrs, verdicts
 from lrtransfer.config import RunConfig, resolve
 from lrtransfer.monitor import AlignmentMonitor
 from lrtransfer.scaling import ParamInfo, param_groups, parameter_roles, role_hyperparams, split_groups
+from lrtransfer.study import Study
 from lrtransfer.sweep import results, run_sweep
 from lrtransfer.training import train
+from lrtransfer.trial import Trial, TrialDiverged
 
 __version__ = "0.1.0"
 
@@ -24,6 +27,9 @@ __all__ = [
     "AlignmentMonitor",
     "ParamInfo",
     "RunConfig",
+    "Study",
+    "Trial",
+    "TrialDiverged",
     "best_lrs",
     "param_groups",
     "parameter_roles",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,10 +19,11 @@ import pandas as pd
 import yaml
 
 from lrtransfer import analysis, sweep
-from lrtransfer.config import RunConfig, validate
+from lrtransfer.config import TrialConfig, validate
 from lrtransfer.plots.study import FigureInfo, write_study_figures, write_theory_figures
 from lrtransfer.report import write_report
 from lrtransfer.store import FINISHED
+from lrtransfer.trial import objective_ref
 
 log = logging.getLogger("lrtransfer.study")
 
@@ -61,7 +63,7 @@ class StudyResult:
     verdicts: list[str]
 
 
-def run_study(spec: str | Path | dict, out: str | Path, *, workers: int | None = None, threads: int = 1,
+def run_study(spec: str | Path | dict | sweep.SweepSpec, out: str | Path, *, workers: int | None = None, threads: int = 1,
               executor: str = "local", ray_address: str | None = None,
               progress: bool | None = None) -> StudyResult:
     """Run or resume the sweep (a built-in name, a spec file or dict), then write its report."""
@@ -72,6 +74,32 @@ def run_study(spec: str | Path | dict, out: str | Path, *, workers: int | None =
                            ray_address=ray_address, progress=progress)
     report, lines = write_study_report(out)
     return StudyResult(report, done, time.perf_counter() - t0, lines)
+
+
+class Study:
+    """An LR-transfer study of the user's own model and training loop (`lrtransfer.Trial`).
+
+    ``Study(objective, base_width=64, widths=[1, 2, 4], lrs=[...], rules=["standard",
+    "independent"], seeds=[0], params={...})`` takes the fields of a sweep spec (docs/study.md);
+    ``params`` reach the objective as ``trial.params`` and ``overrides`` set dotted fields of every
+    trial (``{"optim.weight_decay": 0.1, "run.final_window": 20}``). The objective must be a
+    module-level function (worker processes import it by name). The spec is validated here, so a
+    mistake fails before anything trains.
+    """
+
+    def __init__(self, objective: Callable[..., None], *, base_width: int,
+                 params: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+                 **spec_fields: Any) -> None:
+        self.objective = objective
+        base = {"objective": objective_ref(objective), "base_width": base_width, "params": params or {},
+                "overrides": overrides or {}}
+        self.spec = sweep.load_spec({"name": getattr(objective, "__name__", "study"), **spec_fields, "base": base})
+
+    def run(self, out: str | Path, *, workers: int | None = None, threads: int = 1, executor: str = "local",
+            ray_address: str | None = None, progress: bool | None = None) -> StudyResult:
+        """Run (or resume: finished trials are not re-run) the study in `out`, then write its report."""
+        return run_study(self.spec, out, workers=workers, threads=threads, executor=executor,
+                         ray_address=ray_address, progress=progress)
 
 
 def write_study_report(dir: str | Path) -> tuple[Path, list[str]]:
@@ -119,7 +147,10 @@ def timescale_notes(results: pd.DataFrame) -> list[str]:
             continue
         row = group.iloc[(group["lr"] - base[arm]).abs().argmin()]
         n = timescales(validate(row["config"]))
-        lines.append(f"{arm} at {m:g}×, base LR {row['lr']:.2g}: {n:.1f} timescales")
+        if n is not None:
+            lines.append(f"{arm} at {m:g}×, base LR {row['lr']:.2g}: {n:.1f} timescales")
+    if not lines:  # a user objective that does not say how many steps it trains
+        return []
     return [
         "Weight decay sets the relative update size only after about 1/(2ηλ) steps (Eq 33-36), so the "
         "rules can differ only in runs that span many such timescales. Here (hidden layers, at the LR "
@@ -128,7 +159,8 @@ def timescale_notes(results: pd.DataFrame) -> list[str]:
     ]
 
 
-def timescales(config: RunConfig) -> float:
-    """2·mean(η_t)·λ·T for the hidden layers of `config` (Eq 33: the weight RMS relaxes as a^(2t))."""
+def timescales(config: TrialConfig) -> float | None:
+    """2·mean(η_t)·λ·T for the hidden layers of `config` (Eq 33: the weight RMS relaxes as a^(2t));
+    None when the run's length is unknown (a user objective without ``run.steps``)."""
     lrs, wd = analysis.layer_lrs(config, "hidden")
-    return float(2 * lrs.mean() * wd * len(lrs))
+    return None if lrs is None else float(2 * lrs.mean() * wd * len(lrs))

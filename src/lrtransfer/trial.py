@@ -36,11 +36,12 @@ import torch
 from torch import nn
 
 from lrtransfer import jsonl
-from lrtransfer.config import ObjectiveConfig
+from lrtransfer.config import ObjectiveConfig, TrialConfig
 from lrtransfer.monitor import AlignmentMonitor, NullMonitor
 from lrtransfer.record import ALIGNMENT, CONFIG, METRICS, RunRecords, reconcile, record_run
 from lrtransfer.scaling import param_groups
 from lrtransfer.store import DIVERGED, DONE, FAILED, RunStore
+from lrtransfer.training.loop import run as train_run
 from lrtransfer.training.runlog import MetricLog
 
 STATE = "trial_state.pt"
@@ -171,7 +172,10 @@ def run_trial(config: ObjectiveConfig, folder: str | Path, *, store: RunStore | 
     finished = reconcile(folder, store, config.to_dict(), sweep)
     if finished is not None:
         return RunRecords({**finished, "skipped": "already finished"})
-    objective = load_objective(config.objective)
+    try:
+        objective = load_objective(config.objective)
+    except ValueError as err:
+        raise ValueError(f"objective: {err}") from None
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG).write_text(_yaml(config))
     run_id = None if store is None else store.start_run(config.to_dict(), sweep=sweep, force=True)
@@ -192,6 +196,15 @@ def run_trial(config: ObjectiveConfig, folder: str | Path, *, store: RunStore | 
     return records
 
 
+def run_planned(config: TrialConfig, folder: str | Path, *, store: RunStore | None = None, sweep: str | None = None,
+                phase: int | str | None = None, arm: str | None = None) -> RunRecords:
+    """Train one planned run of a sweep — the one entry point of every executor: a user
+    objective's trial for an `ObjectiveConfig`, the built-in trainer for a `RunConfig`."""
+    if isinstance(config, ObjectiveConfig):
+        return run_trial(config, folder, store=store, sweep=sweep, phase=phase, arm=arm)
+    return train_run(config, folder, store=store, sweep=sweep, progress=False)
+
+
 def seed_everything(seed: int) -> None:
     """Seed torch, numpy and Python's `random` (the trial's ``seed``)."""
     random.seed(seed)
@@ -199,19 +212,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_objective(ref: str, where: str = "objective") -> Callable[[Trial], None]:
-    """The function ``'package.module:function'`` names; an error naming ``where`` if it cannot be
-    imported or is not a callable of one argument."""
+def load_objective(ref: str) -> Callable[[Trial], None]:
+    """The function ``'package.module:function'`` names; a ValueError saying why if it cannot be
+    imported or is not a callable of one argument (the caller adds where the name came from)."""
     module, _, name = ref.partition(":")
     try:
         fn = importlib.import_module(module)
         for part in name.split("."):
             fn = getattr(fn, part)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"{where}: cannot import {ref!r} ({type(err).__name__}: {err}); the spec's folder and "
-                         "the working directory are importable, or install the package") from None
+        raise ValueError(f"cannot import {ref!r} ({type(err).__name__}: {err}); the spec's folder and the "
+                         "working directory are importable, or install the package") from None
     if not callable(fn) or not _takes_one_argument(fn):
-        raise ValueError(f"{where}: {ref!r} is not a callable of one argument (the trial)")
+        raise ValueError(f"{ref!r} is not a callable of one argument (the trial)")
     return fn
 
 

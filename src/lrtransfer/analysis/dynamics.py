@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lrtransfer import theory
-from lrtransfer.config import RunConfig, validate
+from lrtransfer.config import ObjectiveConfig, RunConfig, validate
 
 RUN_KEYS = ("config_hash", "phase", "arm", "width_mult", "lr", "seed")
 
@@ -73,11 +73,12 @@ def layer_lrs(config: Mapping | object, role: str = "hidden") -> tuple[np.ndarra
 
     ``config`` is a resolved `RunConfig` or its dict. ``η_t`` = the role's group LR and λ
     (`OptimConfig.hyperparams`, Eq 6-8) × the schedule multiplier the run trained with
-    (`RunConfig.lr_multipliers`).
+    (`RunConfig.lr_multipliers`); ``η_t`` is None for a user objective of unknown length.
     """
-    cfg = config if isinstance(config, RunConfig) else validate(dict(config))
+    cfg = config if isinstance(config, (RunConfig, ObjectiveConfig)) else validate(dict(config))
     lr, wd = cfg.optim.hyperparams(role, cfg.model.width_mult)
-    return lr * cfg.lr_multipliers(), wd
+    multipliers = cfg.lr_multipliers()
+    return (None if multipliers is None else lr * multipliers), wd
 
 
 def warmup_ratio_prediction(scaled: tuple[np.ndarray, float], base: tuple[np.ndarray, float],

@@ -58,7 +58,7 @@ class RayExecutor:
                     bar.advance(outcomes[-1])
                     continue
                 run_id = db.start_run(task.config, sweep=task.sweep)
-                pending[remote.remote(task.config, self.threads)] = (task, run_id)
+                pending[remote.remote(task.config, self.threads, task.phase, task.arm)] = (task, run_id)
             while pending:
                 [ref], _ = self.ray.wait(list(pending), num_returns=1)
                 task, run_id = pending.pop(ref)

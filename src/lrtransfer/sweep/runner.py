@@ -107,7 +107,7 @@ class _Stage:
     def _task(self, run: PlannedRun) -> Task:
         label = f"phase {run.phase} {run.arm} {run.width_mult:g}x lr={run.lr:g} seed {run.seed}"
         return Task(config=run.config.to_dict(), config_hash=run.config_hash, folder=str(self.out / run.folder),
-                    store=str(self.db.path), sweep=self.spec.name, label=label)
+                    store=str(self.db.path), sweep=self.spec.name, label=label, phase=run.phase, arm=run.arm)
 
 
 def _executor(name: str, workers: int | None, threads: int, address: str | None, progress: bool | None):

@@ -28,6 +28,7 @@ from lrtransfer.config import (
     validate,
 )
 from lrtransfer.scaling import WD_RULES
+from lrtransfer.trial import importable, load_objective
 
 RULES = WD_RULES  # each weight-decay rule is an arm of the same name
 PROTOCOLS = ("two_phase", "one_phase")
@@ -69,12 +70,26 @@ ProtocolName = Annotated[str, _one_of(PROTOCOLS)]
 
 
 class BaseSpec(Strict):
-    """The run config every sweep run starts from: exactly one source, then dotted overrides."""
+    """The run config every sweep run starts from: exactly one source, then dotted overrides.
+
+    The source is a built-in run config (``preset``, ``config`` file, ``inline``) or a user's
+    ``objective`` (`lrtransfer.Trial`) with its ``base_width`` and free ``params``.
+    """
 
     preset: str | None = Field(None, description="A built-in preset (`lrtransfer presets`).")
     config: Path | None = Field(None, description="A run-config YAML file (relative to the spec file).")
     inline: dict[str, Any] | None = Field(None, description="A run config written out in the spec.")
+    objective: str | None = Field(None, description="A user objective 'package.module:function' (lrtransfer.Trial).")
+    base_width: int | None = Field(None, gt=0, description="The objective's base width (width = m × base_width).")
+    params: dict[str, Any] = Field({}, description="Free parameters handed to the objective as trial.params.")
     overrides: dict[str, Any] = Field({}, description="Dotted overrides {optim.weight_decay: 0.1} (or k=v strings).")
+
+    @field_validator("objective")
+    @classmethod
+    def _importable(cls, v: str | None) -> str | None:
+        if v is not None:
+            load_objective(v)  # "cannot import ..." / "not a callable of one argument", at base.objective
+        return v
 
     @field_validator("overrides", mode="before")
     @classmethod
@@ -88,13 +103,21 @@ class BaseSpec(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> BaseSpec:
-        if sum(x is not None for x in (self.preset, self.config, self.inline)) != 1:
-            raise ValueError("give exactly one of preset|config|inline")
+        if sum(x is not None for x in (self.preset, self.config, self.inline, self.objective)) != 1:
+            raise ValueError("give exactly one of preset|config|inline|objective")
+        if (self.objective is None) != (self.base_width is None):
+            raise ValueError("base_width: give it with objective (and only then)")
+        if self.params and self.objective is None:
+            raise ValueError("params: only used with objective")
         return self
 
     def raw(self) -> dict[str, Any]:
         """The raw config dict: the source with the overrides applied (not yet validated)."""
-        source = preset_dict(self.preset) if self.preset else load_yaml(self.config) if self.config else self.inline
+        if self.objective is not None:
+            source = {"objective": self.objective, "params": self.params,
+                      "model": {"width": self.base_width, "base_width": self.base_width}}
+        else:
+            source = preset_dict(self.preset) if self.preset else load_yaml(self.config) if self.config else self.inline
         return apply_overrides(source, self.overrides)
 
 
@@ -183,6 +206,7 @@ def load_spec(source: str | Path | Mapping[str, Any] | SweepSpec) -> SweepSpec:
     beside the YAML file."""
     if isinstance(source, SweepSpec):
         return source
+    importable(Path.cwd())  # a user objective in the working directory imports, here and in the workers
     raw = dict(source) if isinstance(source, Mapping) else _read(Path(source))
     try:
         return SweepSpec.model_validate(raw)
@@ -202,6 +226,7 @@ def _read(path: Path) -> dict[str, Any]:
         raw = load_yaml(path, what="spec")
     except ConfigError as err:
         raise SpecError(str(err)) from None
+    importable(path.parent)  # an objective module beside the spec file imports, here and in the workers
     base = raw.get("base")
     if isinstance(base, dict) and base.get("config") and not Path(base["config"]).is_absolute():
         raw["base"] = {**base, "config": str(path.parent / base["config"])}  # beside the spec file

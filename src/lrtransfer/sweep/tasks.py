@@ -19,11 +19,14 @@ class Task:
     store: str  # path of the sweep's runs.db
     sweep: str  # the sweep's name, recorded in the store
     label: str  # where it was planned, for messages: "phase 2 independent 4× lr=0.004 seed 0"
+    phase: int | str | None = None  # where the plan first put the run (a user objective sees it as trial.phase)
+    arm: str | None = None
 
     @property
     def cost(self) -> float:
-        """Relative compute: steps × width² (the hidden matmuls dominate)."""
-        return self.config["run"]["steps"] * self.config["model"]["width"] ** 2
+        """Relative compute: steps × width² (the hidden matmuls dominate); a user objective's
+        unknown length counts as one step."""
+        return (self.config["run"].get("steps") or 1) * self.config["model"]["width"] ** 2
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,10 @@ from typing import Any
 import torch
 
 from lrtransfer import store
-from lrtransfer.config import RunConfig
+from lrtransfer.config import validate
 from lrtransfer.record import RunRecords
 from lrtransfer.sweep.tasks import Task
-from lrtransfer.training import train
-from lrtransfer.training.loop import run
+from lrtransfer.trial import run_planned
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -42,22 +41,24 @@ def init_worker(threads: int, parent: int) -> None:
 
 
 def run_task(task: Task) -> dict[str, Any]:
-    """Train one run into its folder, recorded in the store (resumes, or skips a finished run; a
-    folder finished before its store row is reconciled by `train`).
+    """Train one planned run into its folder, recorded in the store (resumes, or skips a finished
+    run; a folder finished before its store row is reconciled first).
 
-    An exception inside training is recorded by `train()` as a `failed` run and re-raised here, so
-    the executor sees it as this task's failure.
+    An exception inside the built-in trainer is recorded as a `failed` run and re-raised here, so
+    the executor sees it as this task's failure; a user objective's failure is recorded and
+    returned as a `failed` summary.
     """
-    config, db = RunConfig.model_validate(task.config), store.open(task.store)
-    return train(config, task.folder, store=db, sweep=task.sweep, progress=False)
+    config, db = validate(task.config), store.open(task.store)
+    return run_planned(config, task.folder, store=db, sweep=task.sweep, phase=task.phase, arm=task.arm).summary
 
 
-def train_detached(config: dict[str, Any], threads: int) -> RunRecords:
+def train_detached(config: dict[str, Any], threads: int, phase: int | str | None = None,
+                   arm: str | None = None) -> RunRecords:
     """Train one run in a temporary folder without a store (a Ray task); return its records, for
     the driver to write into the run folder and the store."""
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="lrtransfer-") as tmp:
-        return run(RunConfig.model_validate(config), tmp, progress=False)
+        return run_planned(validate(config), tmp, phase=phase, arm=arm)
 
 
 def _watch_parent(parent: int) -> None:
