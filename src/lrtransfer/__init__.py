@@ -2,7 +2,8 @@
 
 The public API in one place:
 
-* `param_groups`, `parameter_roles` — width-aware LR and weight-decay rules (Eq 6-8) for any torch optimizer;
+* `param_groups`, `parameter_roles`, `describe_groups` — width-aware LR and weight-decay rules (Eq 6-8)
+  for any torch optimizer, and the table of groups;
 * `AlignmentMonitor` — per-layer alignment diagnostics during training (Eq 2, 4);
 * `schedules` — LR multipliers, incl. the extra warmups of Eq 14-15;
 * `theory` — the analytic models of Appendices B, E, F (Eq 13, 27-39);
@@ -12,7 +13,7 @@ The public API in one place:
 from lrtransfer import schedules, store, theory
 from lrtransfer.config import RunConfig
 from lrtransfer.monitor import AlignmentMonitor
-from lrtransfer.scaling import ParamInfo, param_groups, parameter_roles, split_groups
+from lrtransfer.scaling import ParamInfo, describe_groups, param_groups, parameter_roles, split_groups
 from lrtransfer.training import train
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __all__ = [
     "AlignmentMonitor",
     "ParamInfo",
     "RunConfig",
+    "describe_groups",
     "param_groups",
     "parameter_roles",
     "schedules",
