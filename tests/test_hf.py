@@ -207,12 +207,12 @@ class Examples(torch.utils.data.IterableDataset):
             yield {"input_ids": row, "labels": row}
 
 
-def trainer_args(folder, steps: int, batch: int, accumulation: int) -> transformers.TrainingArguments:
-    return transformers.TrainingArguments(
-        output_dir=str(folder), max_steps=steps, per_device_train_batch_size=batch,
-        gradient_accumulation_steps=accumulation, lr_scheduler_type="constant", max_grad_norm=0.0,
-        report_to=[], save_strategy="no", logging_steps=1, use_cpu=True, disable_tqdm=True,
-        dataloader_num_workers=0, seed=0)
+def trainer_args(folder, steps: int, batch: int, accumulation: int, **extra) -> transformers.TrainingArguments:
+    settings = dict(output_dir=str(folder), max_steps=steps, per_device_train_batch_size=batch,
+                    gradient_accumulation_steps=accumulation, lr_scheduler_type="constant", max_grad_norm=0.0,
+                    report_to=[], save_strategy="no", logging_steps=1, use_cpu=True, disable_tqdm=True,
+                    dataloader_num_workers=0, seed=0)
+    return transformers.TrainingArguments(**{**settings, **extra})
 
 
 def plain_loop(model, ids, steps, batch, accumulation, every, sample) -> pd.DataFrame:
@@ -267,3 +267,22 @@ def test_callback_fresh_run_replaces_old_records(tmp_path):
         trainer.train()
     df = read_records(tmp_path / hf.ALIGNMENT_FILE)
     assert df["step"].value_counts().sort_index().to_dict() == {1: 15, 2: 15}  # 2 blocks × 7 + lm_head
+
+
+def test_callback_resumed_run_keeps_the_records_up_to_its_checkpoint(tmp_path):
+    ids = tokens(16)
+
+    def run(resume: str | None = None) -> None:
+        model = llama(32)
+        opt = torch.optim.AdamW(hf.param_groups(model, 32, lr=LR, weight_decay=WD))
+        args = trainer_args(tmp_path, 4, 4, 1, save_strategy="steps", save_steps=2)
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=Examples(ids), optimizers=(opt, None),
+                                       callbacks=[hf.AlignmentCallback(every=1)])
+        trainer.train(resume_from_checkpoint=resume)
+
+    run()
+    first = read_records(tmp_path / hf.ALIGNMENT_FILE)
+    run(resume=str(tmp_path / "checkpoint-2"))  # steps 3 and 4 again, from the step-2 checkpoint
+    again = read_records(tmp_path / hf.ALIGNMENT_FILE)
+    assert again["step"].value_counts().sort_index().to_dict() == {1: 15, 2: 15, 3: 15, 4: 15}
+    pd.testing.assert_frame_equal(again, first, rtol=1e-6)  # the same steps on the same batches and weights

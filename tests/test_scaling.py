@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lrtransfer.monitor import register_layer_type
 from lrtransfer.scaling import ParamInfo, describe_groups, param_groups, parameter_roles, split_groups
 
 LR, WD, BASE = 1e-2, 0.1, 8
@@ -447,3 +448,21 @@ def test_describe_groups_has_one_row_per_parameter_with_its_rates():
 def test_describe_groups_bad_input_raises(groups, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         describe_groups(groups)
+
+
+def test_a_layer_type_registered_for_the_monitor_also_orients_its_fans_here():
+    class TransposedReadout(nn.Module):  # y = x @ weight, weight (in, out): fresh class, so registration is local
+        def __init__(self, n_in: int, n_out: int):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(n_in, n_out))
+
+    class Net(nn.Module):
+        def __init__(self, width: int):
+            super().__init__()
+            self.embed, self.readout = nn.Embedding(VOCAB, width), TransposedReadout(width, 3)
+
+    model, base = Net(2 * BASE), Net(BASE)
+    assert parameter_roles(model, base)["readout.weight"].role == "input"  # read as (out, in): fan-in 3, fixed
+    register_layer_type(TransposedReadout, 2, lambda module, x: x.reshape(-1, x.shape[-1]), lambda w: w.T)
+    info = parameter_roles(model, base)["readout.weight"]
+    assert (info.role, info.fan_in, info.fan_out, info.width_mult) == ("output", 2 * BASE, 3, 2.0)

@@ -12,7 +12,7 @@ Frobenius norms they are ratios of (column names in ``RATIOS`` and ``NORMS``). C
   (``F.unfold`` after the layer's own padding): ``fan_in = C_in·k`` (Conv1d), ``C_in·kh·kw`` (Conv2d).
 - W: the weight at the start of the step as Eq 1's ``[fan_out, fan_in]`` matrix (``Conv1D`` keeps
   ``[in, out]``, so its W is the transpose); ΔW: all the optimizer step did to it (gradient term
-  and weight decay). Y = WX and ΔY = ΔW X exclude the bias.
+  and weight decay). Y = WX and ΔY = ΔW X exclude the bias. The table of types is `lrtransfer.layer_types`.
 - Gradient accumulation: wrap the whole optimizer step (every micro-batch, then ``opt.step()``);
   X comes from the first micro-batch's forward, ΔW is the update of the whole step.
 - A ratio with a zero denominator is undefined: recorded as NaN, never raised. A frozen layer
@@ -36,10 +36,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from lrtransfer import jsonl
+from lrtransfer.layer_types import LayerType, layer_type
+from lrtransfer.layer_types import register_layer_type as register_layer_type  # public here too
 
 NORMS = ("weight_norm", "update_norm", "input_norm", "output_norm", "output_change_norm")
 # metric -> (numerator, denominator factors), evaluated in order on the float64 norms (Eq 2, 4).
@@ -53,89 +54,6 @@ RATIOS: dict[str, tuple[str, tuple[str, ...]]] = {
 METRICS = tuple(RATIOS)
 COLUMNS = ("step", "layer", "role", "fan_in", "fan_out", *METRICS, *NORMS)
 _DTYPES = {"step": "int64", "fan_in": "int64", "fan_out": "int64", **{c: "float64" for c in COLUMNS[5:]}}
-
-
-def _linear_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """X as rows ``[samples·positions, in_features]``: the transpose of Eq 1's X, same norms."""
-    return x.reshape(-1, x.shape[-1])
-
-
-def _conv_rows(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """im2col rows ``[N·L, C_in·∏kernel]``, so that ``conv(x, W) = rows @ W.view(C_out, -1).T``."""
-    # Pad as the layer does (handles 'same' and non-zero padding modes), then unfold unpadded.
-    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-    x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
-    kernel, dilation, stride = module.kernel_size, module.dilation, module.stride
-    if x.dim() == 3:  # Conv1d: unfold a height-1 image
-        x, kernel, dilation, stride = x.unsqueeze(2), (1, *kernel), (1, *dilation), (1, *stride)
-    cols = F.unfold(x, kernel, dilation=dilation, stride=stride)
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
-
-
-def flat_weight(weight: torch.Tensor) -> torch.Tensor:
-    """Eq 1's W of a torch-layout weight ``(out, in, *kernel)``: ``[out, in·∏kernel]``."""
-    return weight.reshape(weight.shape[0], -1)
-
-
-def _transposed_weight(weight: torch.Tensor) -> torch.Tensor:
-    """Eq 1's W of an ``(in, out)`` weight (transformers' Conv1D computes ``x @ weight``)."""
-    return weight.T
-
-
-@dataclass(frozen=True)
-class LayerType:
-    """How the monitor reads one module type as ``Y = W X`` (Eq 1); see `register_layer_type`."""
-
-    batched_ndim: int
-    rows: Callable[[nn.Module, torch.Tensor], torch.Tensor]
-    weight: Callable[[torch.Tensor], torch.Tensor] = flat_weight
-    batch_dim: int | None = None  # fixed batch dim of the input (convs: 0); None: the monitor's
-
-
-# The one table of measurable module types: a class, or "module.QualName" so that an optional
-# library (transformers) is matched without being imported. Subclasses match too.
-_TYPES: dict[type[nn.Module] | str, LayerType] = {
-    nn.Linear: LayerType(2, _linear_rows),
-    nn.Conv1d: LayerType(3, _conv_rows, batch_dim=0),
-    nn.Conv2d: LayerType(4, _conv_rows, batch_dim=0),
-    "transformers.pytorch_utils.Conv1D": LayerType(2, _linear_rows, _transposed_weight),
-}
-
-
-def register_layer_type(cls: type[nn.Module] | str, batched_ndim: int,
-                        rows_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor],
-                        weight_fn: Callable[[torch.Tensor], torch.Tensor] = flat_weight, *,
-                        batch_dim: int | None = None) -> None:
-    """Let `AlignmentMonitor` measure modules of type ``cls`` (and its subclasses) by Eq 1, Y = W X.
-
-    Args:
-        cls: the module class, or its ``"module.QualName"`` (matched without importing it). Its
-            ``weight`` parameter is the matrix; the monitor hooks its forward input.
-        batched_ndim: ndim of a batched input; an input with fewer dims is one unbatched sample.
-        rows_fn: ``(module, input) -> X`` as rows ``[samples·positions, fan_in]`` with
-            ``rows @ weight_fn(module.weight).T`` = the layer's output without bias.
-        weight_fn: ``weight -> W`` as ``[fan_out, fan_in]`` (default: torch's ``(out, in, ...)`` layout).
-        batch_dim: the input dim that indexes samples for this type; None follows the monitor's.
-
-    >>> register_layer_type(MyLinear, 2, lambda m, x: x.reshape(-1, x.shape[-1]))
-    """
-    if not (isinstance(cls, str) or (isinstance(cls, type) and issubclass(cls, nn.Module))):
-        raise TypeError(f"cls: expected an nn.Module subclass or its 'module.QualName', got {cls!r}")
-    if isinstance(batched_ndim, bool) or not isinstance(batched_ndim, int) or batched_ndim < 1:
-        raise ValueError(f"batched_ndim: must be an int >= 1, got {batched_ndim!r}")
-    for arg, fn in (("rows_fn", rows_fn), ("weight_fn", weight_fn)):
-        if not callable(fn):
-            raise TypeError(f"{arg}: expected a callable, got {type(fn).__name__}")
-    _TYPES[cls] = LayerType(batched_ndim, rows_fn, weight_fn, batch_dim)
-
-
-def layer_type(module: nn.Module) -> LayerType | None:
-    """The table entry that measures ``module`` (nearest class in its MRO), or None."""
-    for cls in type(module).__mro__:
-        kind = _TYPES.get(cls) or _TYPES.get(f"{cls.__module__}.{cls.__qualname__}")
-        if kind is not None:
-            return kind
-    return None
 
 
 def read_records(path: str | Path) -> pd.DataFrame:
@@ -167,8 +85,8 @@ class AlignmentMonitor:
     (pass ``parameter_roles(model, base)``), else "unknown". ``batch_dim``: the dim of a layer
     input that indexes samples (1 for seq-first ``[T, B, d]``); inputs with at most
     ``batch_dim + 1`` dims (a pooled ``[B, d]``) and conv inputs use dim 0. ``path``: JSON lines
-    appended after each measured step (a resumed run appends). Under torch.distributed only rank 0
-    measures its local micro-batch.
+    appended after each measured step (a resumed run appends); ``last`` holds the latest measured
+    step's records. Under torch.distributed only rank 0 measures its local micro-batch.
     """
 
     def __init__(self, model: nn.Module, every: int = 10, sample: float = 1 / 64,

@@ -7,7 +7,9 @@ width-independent LR (Appendix G.2).
 
 One rule labels every matrix, from which of its two fans grow with width: fan-in fixed -> input;
 fan-in and fan-out grow -> hidden; fan-in grows, fan-out fixed -> output (the readout). Which
-fans grow is read from one of two references:
+fans grow is read from one of two references (a matrix's fans are those of Eq 1's W in
+`lrtransfer.layer_types`, so GPT-2's ``(in, out)`` Conv1D weight or any registered type is read the
+right way round; embeddings are ``(vocab, dim)``, transposed convs ``(in, out, *kernel)``):
 
 * ``base_model`` (trustworthy; like mup's base shapes): the same architecture at the base width,
   compared name by name. At the base width itself, where no shape differs, also pass
@@ -37,7 +39,10 @@ import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import torch
 from torch import nn
+
+from lrtransfer.layer_types import layer_type
 
 ROLES = ("input", "hidden", "output", "gain", "bias")
 SCALED_ROLES = ("hidden", "output")  # fan-in grows with width: LR scaled by Eq. 6 / Appendix B.1
@@ -46,8 +51,6 @@ _EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, *_TRANSPOSED)
 _NORMS = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
-# Matched by name so that transformers stays optional: GPT-2's Linear with an (in, out) weight.
-_TRANSPOSED_BY_NAME = ("transformers.pytorch_utils.Conv1D",)
 
 
 @dataclass(frozen=True)
@@ -169,21 +172,19 @@ def _match_overrides(params: Mapping[str, tuple], tied: Mapping[str, list[str]],
     return matched
 
 
-def _is_transposed(module: nn.Module) -> bool:
-    """Whether the weight is laid out (in, out, ...) rather than torch's usual (out, in, ...)."""
-    names = {f"{c.__module__}.{c.__qualname__}" for c in type(module).__mro__}
-    return isinstance(module, _TRANSPOSED) or not names.isdisjoint(_TRANSPOSED_BY_NAME)
-
-
 def _channels(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
     """(input features, output features) of a matrix: an embedding is (vocab, dim)."""
-    if isinstance(module, _EMBEDDINGS) or _is_transposed(module):
+    if isinstance(module, (*_EMBEDDINGS, *_TRANSPOSED)):  # (vocab, dim) / (in, out, *kernel)
         return shape[0], shape[1]
+    kind = layer_type(module)
+    if kind is not None:  # the layer table's W of Eq 1 is [fan_out, fan_in] whatever the layout (GPT-2's Conv1D)
+        fan_out, fan_in = kind.weight(torch.empty(shape, device="meta")).shape
+        return fan_in // math.prod(shape[2:]), fan_out
     return shape[1], shape[0]
 
 
 def _fans(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
-    """(fan_in, fan_out): a weight is (out, in, *kernel) (transposed: (in, out, *kernel)), an embedding (vocab, dim)."""
+    """(fan_in, fan_out): in features × kernel size, out features (`_channels`); a vector's is (1, length)."""
     if len(shape) <= 1:
         return 1, math.prod(shape)
     c_in, c_out = _channels(module, shape)
