@@ -9,19 +9,17 @@ import re
 import pandas as pd
 import pytest
 import torch
+import transformers  # in the test extra: a missing install fails here rather than skipping
 from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers.pytorch_utils import Conv1D
 
-transformers = pytest.importorskip("transformers")
-
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM  # noqa: E402
-from transformers.pytorch_utils import Conv1D  # noqa: E402
-
-import lrtransfer  # noqa: E402
-from lrtransfer.integrations import transformers as hf  # noqa: E402
-from lrtransfer.models import build_base_model  # noqa: E402
-from lrtransfer.models.llama import Llama  # noqa: E402
-from lrtransfer.models.llama import LlamaConfig as OurLlamaConfig  # noqa: E402
-from lrtransfer.monitor import AlignmentMonitor, read_records  # noqa: E402
+import lrtransfer
+from lrtransfer.integrations import transformers as hf
+from lrtransfer.models import build_base_model
+from lrtransfer.models.llama import Llama
+from lrtransfer.models.llama import LlamaConfig as OurLlamaConfig
+from lrtransfer.monitor import AlignmentMonitor, read_records
 
 VOCAB, SEQ, LR, WD, FIXED_LR = 64, 8, 1e-2, 0.1, 2e-2
 

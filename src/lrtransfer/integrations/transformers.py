@@ -10,6 +10,11 @@
   `lrtransfer.AlignmentMonitor` (Eq 2, 4), streams the records to ``alignment.jsonl`` in the run
   folder and, given ``log_to=trainer``, sends per-role means to the Trainer's loggers.
 
+A pitfall measured with transformers 5.23: ``GPT2LMHeadModel`` has ``loss_type = None`` (its class
+name does not say "ForCausalLM"), so the ``Trainer`` divides the summed loss by all T labels rather
+than the T-1 shifted ones and trains on, and logs, (T-1)/T times the mean cross-entropy; set
+``model.loss_type = "ForCausalLM"`` first. ``LlamaForCausalLM`` is not affected.
+
 >>> model = LlamaForCausalLM(config)
 >>> opt = torch.optim.AdamW(param_groups(model, base_hidden_size=256, lr=8e-3, weight_decay=0.1))
 >>> trainer = Trainer(model, args, train_dataset=data, optimizers=(opt, None))
