@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrtransfer.monitor import METRICS, NORMS, AlignmentMonitor, read_records, sample_size
+from lrtransfer.monitor import METRICS, NORMS, AlignmentMonitor, read_records, register_layer_type, sample_size
 
 
 class Tiny(nn.Module):
@@ -203,7 +203,7 @@ def test_layers_filter(layers, chosen):
 
 
 def test_layer_pattern_matching_nothing_raises_naming_it():
-    with pytest.raises(ValueError, match=r"layers: 'blocks\.\*' matches no nn.Linear or nn.Conv2d"):
+    with pytest.raises(ValueError, match=r"layers: 'blocks\.\*' matches no measurable module \(nn.Linear"):
         AlignmentMonitor(Tiny(padding=1), layers=["fc", "blocks.*"])
 
 
@@ -254,3 +254,153 @@ def test_measured_step_without_a_forward_warns():
     with pytest.warns(UserWarning, match="step 0: no monitored layer ran a forward"), monitor.step(0):
         pass
     assert monitor.frame().empty
+
+
+# ---------------------------------------------------------------- layer types, no-grad forwards, batch_dim
+
+@pytest.mark.parametrize("conv", [dict(padding=1), dict(stride=2, dilation=2, padding=2, padding_mode="reflect")],
+                         ids=["pad1", "stride2-dil2-reflect"])
+def test_conv1d_matches_a_direct_computation(conv):
+    torch.manual_seed(0)
+    model = nn.Conv1d(3, 4, 3, **conv)
+    before = copy.deepcopy(model)
+    x = torch.randn(6, 3, 11)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    monitor = AlignmentMonitor(model, every=1, sample=0.5)
+    with monitor.step(0):
+        model(x).square().mean().backward()
+        opt.step()
+    row = monitor.frame().iloc[0]
+    xk = x[:3].double()
+    # im2col by hand: every output position's receptive field, from the layer's own padding.
+    padded = F.pad(xk, (conv["padding"],) * 2, mode=conv.get("padding_mode", "constant").replace("zeros", "constant"))
+    s, d = conv.get("stride", 1), conv.get("dilation", 1)
+    starts = range(0, padded.shape[-1] - d * 2, s)
+    patches = torch.stack([padded[:, :, i: i + 2 * d + 1: d].flatten(1) for i in starts], dim=1).flatten(0, 1)
+    w0, w1 = before.weight.double().flatten(1), model.weight.detach().double().flatten(1)
+    y = before._conv_forward(xk, before.weight.double(), None)
+    assert patches.shape[0] == y.shape[0] * y.shape[2]
+    torch.testing.assert_close((patches @ w0.T).norm(), y.norm())  # the rows really are Eq 1's X
+    want = {"weight_norm": w0.norm(), "update_norm": (w1 - w0).norm(), "input_norm": patches.norm(),
+            "output_norm": y.norm(), "output_change_norm": (patches @ (w1 - w0).T).norm()}
+    for name, value in want.items():
+        assert row[name] == pytest.approx(value.item(), rel=1e-5), name
+    assert (row["fan_in"], row["fan_out"]) == (3 * 3, 4)
+
+
+class _Transposed(nn.Module):
+    """y = x @ weight + bias with weight (in, out): a type the monitor does not know by default."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_in, n_out) / n_in**0.5)
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, x):
+        return x @ self.weight + self.bias
+
+
+class TransposedLinear(_Transposed):
+    """Registered by its class."""
+
+
+class NamedTransposedLinear(_Transposed):
+    """Registered by its "module.QualName" instead of the class."""
+
+
+def _train_layer(layer: nn.Module, x: torch.Tensor, steps: int = 2) -> pd.DataFrame:
+    opt = torch.optim.AdamW(layer.parameters(), lr=1e-2, weight_decay=0.1)
+    monitor = AlignmentMonitor(layer, every=1, sample=0.5)
+    for step in range(steps):
+        with monitor.step(step):
+            layer(x).sin().sum().backward()
+            opt.step()
+            opt.zero_grad()
+    return monitor.frame()
+
+
+@pytest.mark.parametrize("cls", [TransposedLinear, NamedTransposedLinear])
+def test_a_registered_layer_type_measures_like_the_equivalent_linear(cls):
+    torch.manual_seed(0)
+    custom, linear = cls(6, 5), nn.Linear(6, 5)
+    with pytest.raises(ValueError, match="layers: nothing to measure"):
+        AlignmentMonitor(custom)
+    key = cls if cls is TransposedLinear else f"{cls.__module__}.{cls.__qualname__}"
+    register_layer_type(key, 2, lambda module, x: x.reshape(-1, x.shape[-1]), lambda w: w.T)
+    with torch.no_grad():
+        linear.weight.copy_(custom.weight.T)
+        linear.bias.copy_(custom.bias)
+    x = torch.randn(8, 3, 6)
+    got, want = _train_layer(custom, x), _train_layer(linear, x)
+    assert got[["fan_in", "fan_out"]].drop_duplicates().values.tolist() == [[6, 5]]
+    pd.testing.assert_frame_equal(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, exception, message", [
+    (dict(cls=nn.ReLU(), batched_ndim=2), TypeError, "cls: expected an nn.Module subclass"),
+    (dict(cls=TransposedLinear, batched_ndim=0), ValueError, "batched_ndim: must be an int >= 1"),
+    (dict(cls=TransposedLinear, batched_ndim=2, rows_fn="rows"), TypeError, "rows_fn: expected a callable"),
+])
+def test_register_layer_type_bad_input_raises_naming_the_argument(kwargs, exception, message):
+    with pytest.raises(exception, match=message):
+        register_layer_type(**{"rows_fn": lambda m, x: x, **kwargs})
+
+
+@pytest.mark.parametrize("no_grad", [torch.no_grad, torch.inference_mode])
+def test_forwards_without_grad_inside_a_step_are_ignored(no_grad):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    twin = copy.deepcopy(model)
+    x, x_eval = torch.randn(8, 6), 10 * torch.randn(8, 6)
+    frames = []
+    for net, evaluate in ((model, True), (twin, False)):
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+        monitor = AlignmentMonitor(net, every=1, sample=0.5)
+        with monitor.step(0):
+            if evaluate:
+                with no_grad():
+                    net(x_eval)  # e.g. a logging forward before the real one: not the step's X
+            net(x).square().mean().backward()
+            opt.step()
+        frames.append(monitor.frame())
+    assert frames[0].loc[0, "input_norm"] == pytest.approx(x[:4].norm().item(), rel=1e-6)
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+def test_batch_dim_1_on_seq_first_input_equals_batch_dim_0():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+    twin = copy.deepcopy(model)
+    x = torch.randn(8, 5, 6)  # [B, T, d]
+    frames = []
+    for net, inputs, batch_dim in ((model, x, 0), (twin, x.transpose(0, 1), 1)):  # seq-first: [T, B, d]
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+        monitor = AlignmentMonitor(net, every=1, sample=0.25, batch_dim=batch_dim)
+        for step in range(2):
+            with monitor.step(step):
+                net(inputs).square().mean().backward()
+                opt.step()
+                opt.zero_grad()
+        frames.append(monitor.frame())
+    assert frames[0].loc[0, "input_norm"] == pytest.approx(x[:2].norm().item(), rel=1e-6)
+    pd.testing.assert_frame_equal(frames[0], frames[1], rtol=1e-6)
+    with pytest.raises(ValueError, match="batch_dim: must be an int >= 0, got -1"):
+        AlignmentMonitor(model, batch_dim=-1)
+
+
+def test_batch_dim_1_samples_a_pooled_2d_input_along_dim_0():
+    model = nn.Linear(6, 3)
+    x = torch.randn(8, 6)
+    monitor = AlignmentMonitor(model, every=1, sample=0.25, batch_dim=1)
+    with monitor.step(0):
+        model(x)
+    assert monitor.frame()["input_norm"].item() == pytest.approx(x[:2].norm().item(), rel=1e-6)
+
+
+def test_a_tied_readout_gets_the_role_of_its_first_name():
+    model = nn.ModuleDict({"embed": nn.Embedding(5, 4), "readout": nn.Linear(4, 5, bias=False)})
+    model["readout"].weight = model["embed"].weight
+    monitor = AlignmentMonitor(model, every=1, roles={"embed.weight": "input"})
+    with monitor.step(0):
+        model["readout"](torch.randn(2, 4))
+    assert monitor.frame()[["layer", "role"]].values.tolist() == [["readout", "input"]]

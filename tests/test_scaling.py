@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrtransfer.scaling import ParamInfo, param_groups, parameter_roles, split_groups
+from lrtransfer.monitor import register_layer_type
+from lrtransfer.scaling import ParamInfo, describe_groups, param_groups, parameter_roles, split_groups
 
 LR, WD, BASE = 1e-2, 0.1, 8
 HEAD, VOCAB = 4, 11
@@ -316,3 +317,152 @@ def test_split_groups_bad_input_raises(groups, roles, exception, message):
 
 def test_overridden_3d_parameter_is_accepted():
     assert parameter_roles(Raw(2, 3, 4), width_mult=2, roles={"w": "input"})["w"].role == "input"
+
+
+# ---------------------------------------------------------------- role inference on custom models
+
+class ProjectedInput(nn.Module):
+    """An input projection of fixed fan-in next to a positional embedding (both feed the residual stream)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.pos = nn.Embedding(5, width)
+        self.proj = nn.Linear(6, width)
+        self.block = Block(width)
+        self.readout = nn.Linear(width, 3)
+
+    def forward(self, x):
+        return self.readout(self.block(self.proj(x) + self.pos.weight))
+
+
+class TiedLM(nn.Module):
+    """A transformer whose readout is the embedding's tensor (nanoGPT, GPT-2)."""
+
+    def __init__(self, width: int, readout_first: bool = False):
+        super().__init__()
+        if readout_first:  # registration order must not decide the tied tensor's role
+            self.readout = nn.Linear(width, VOCAB, bias=False)
+        self.embed = nn.Embedding(VOCAB, width)
+        self.blocks = nn.ModuleList(Block(width) for _ in range(2))
+        self.norm = nn.RMSNorm(width)
+        if not readout_first:
+            self.readout = nn.Linear(width, VOCAB, bias=False)
+        self.readout.weight = self.embed.weight
+
+    def forward(self, tokens):
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.readout(self.norm(x))
+
+
+TIED = {"embed.weight": "input", "norm.weight": "gain", **{f"blocks.{i}.{n}": r for i in range(2)
+                                                           for n, r in BLOCK_ROLES.items()}}
+CUSTOM = {
+    "projected": (ProjectedInput, {"pos.weight": "input", "proj.weight": "input", "proj.bias": "bias",
+                                   "readout.weight": "output", "readout.bias": "bias",
+                                   **{f"block.{n}": r for n, r in BLOCK_ROLES.items()}}),
+    "tied": (TiedLM, TIED),
+    "tied-readout-first": (lambda w: TiedLM(w, readout_first=True),  # the tensor's first name is the readout's
+                           {"readout.weight": "input", **{n: r for n, r in TIED.items() if n != "embed.weight"}}),
+}
+
+
+@pytest.mark.parametrize("kind", list(CUSTOM))
+def test_width_mult_guess_agrees_with_base_shapes_on_custom_models(kind):
+    build, roles = CUSTOM[kind]
+    model = build(2 * BASE)
+    by_base = parameter_roles(model, build(BASE))
+    assert {n: i.role for n, i in by_base.items()} == roles
+    assert by_base == parameter_roles(model, width_mult=2)
+    assert by_base == parameter_roles(model, build(BASE), delta_model=build(4 * BASE))
+
+
+def test_tied_tensor_is_listed_once_with_its_other_name():
+    infos = parameter_roles(TiedLM(2 * BASE), TiedLM(BASE))
+    assert infos["embed.weight"] == ParamInfo("embed.weight", "input", 2.0, VOCAB, 2 * BASE, (VOCAB, 2 * BASE),
+                                              tied=("readout.weight",))
+    first = parameter_roles(TiedLM(2 * BASE, readout_first=True), width_mult=2)
+    assert first["readout.weight"].tied == ("embed.weight",) and first["readout.weight"].fan_in == VOCAB
+    # An override may name any of the tensor's names.
+    overridden = parameter_roles(TiedLM(2 * BASE), width_mult=2, roles={"readout.*": "output"})
+    assert overridden["embed.weight"].role == "output"
+    groups = param_groups(TiedLM(2 * BASE), width_mult=2, lr=LR, weight_decay=WD, fixed_lr=2 * LR)
+    tied = next(g for g in groups if "embed.weight" in g["param_names"])
+    assert (tied["role"], tied["lr"], tied["weight_decay"]) == ("input", 2 * LR, WD)
+    assert "output" not in {g["role"] for g in groups}
+
+
+@pytest.mark.parametrize("kind", ["mlp", "transformer", "conv"])
+def test_delta_model_gives_the_base_width_the_roles_of_every_wider_model(kind):
+    build = MODELS[kind]
+    wide = parameter_roles(build(2 * BASE), build(BASE))
+    at_base = parameter_roles(build(BASE), build(BASE), delta_model=build(2 * BASE))
+    assert {n: i.role for n, i in at_base.items()} == {n: i.role for n, i in wide.items()} == ROLES[kind]
+    assert {i.width_mult for i in at_base.values()} == {1.0}
+
+
+@pytest.mark.parametrize("kwargs, exception, message", [
+    (dict(width_mult=1, delta_model=ToyMLP(16)), ValueError, "delta_model: needs base_model"),
+    (dict(base_model=ToyMLP(8), delta_model=ToyMLP(8)), ValueError,
+     "base_model: every parameter has the same shape as in delta_model"),
+    (dict(base_model=ToyMLP(8), delta_model=ToyMLP(4)), ValueError,
+     "delta_model: inp.weight: shape (4, 6) is smaller than base_model's (8, 6)"),
+    (dict(base_model=ToyMLP(8), delta_model=ToyMLP(16, hidden_bias=False)), ValueError,
+     "hidden.bias: delta_model has no parameter of this name"),
+    (dict(base_model=ToyMLP(8), delta_model="mlp"), TypeError, "delta_model: expected a torch.nn.Module, got str"),
+])
+def test_delta_model_bad_input_raises_naming_it(kwargs, exception, message):
+    with pytest.raises(exception, match=re.escape(message)):
+        parameter_roles(ToyMLP(8), **kwargs)
+
+
+# ---------------------------------------------------------------- the table of groups
+
+def test_describe_groups_has_one_row_per_parameter_with_its_rates():
+    model = ToyTransformer(4 * BASE)
+    groups = param_groups(model, ToyTransformer(BASE), lr=LR, weight_decay=WD, fixed_lr=2 * LR)
+    table = describe_groups(groups)
+    assert table.columns.tolist() == ["name", "role", "shape", "width_mult", "lr", "weight_decay", "lr_scale",
+                                      "wd_scale"]
+    assert table["name"].tolist() == [n for g in groups for n in g["param_names"]]  # group by group
+    assert sorted(table["name"]) == sorted(n for n, _ in model.named_parameters())
+    rows = table.set_index("name")
+    for name, role in ROLES["transformer"].items():
+        lr_x, wd_x = (1 / 4, 4) if role in ("hidden", "output") else (2, 0 if role == "gain" else 1)
+        assert (rows.loc[name, "role"], rows.loc[name, "width_mult"]) == (role, 4.0)
+        assert (rows.loc[name, "lr"], rows.loc[name, "weight_decay"]) == (pytest.approx(LR * lr_x),
+                                                                           pytest.approx(WD * wd_x))
+    assert rows.loc["readout.weight", "shape"] == (VOCAB, 4 * BASE)
+    # An optimizer's groups: the current rates, after a scheduler step.
+    opt = torch.optim.AdamW(groups)
+    torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)  # sets every lr to 0.5 × its initial lr
+    assert describe_groups(opt.param_groups)["lr"].tolist() == pytest.approx((table["lr"] * 0.5).tolist())
+
+
+@pytest.mark.parametrize("groups, message", [
+    ([{"params": [], "param_names": []}], "groups[0]: has no 'role'; build groups with param_groups()"),
+    ([{"params": [nn.Parameter(torch.zeros(1))], "role": "bias"}], "groups[0]: has no 'param_names'"),
+    ([{"params": [nn.Parameter(torch.zeros(1))], "param_names": [], "role": "bias"}], "groups[0]: has 1 params but 0"),
+])
+def test_describe_groups_bad_input_raises(groups, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        describe_groups(groups)
+
+
+def test_a_layer_type_registered_for_the_monitor_also_orients_its_fans_here():
+    class TransposedReadout(nn.Module):  # y = x @ weight, weight (in, out): fresh class, so registration is local
+        def __init__(self, n_in: int, n_out: int):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(n_in, n_out))
+
+    class Net(nn.Module):
+        def __init__(self, width: int):
+            super().__init__()
+            self.embed, self.readout = nn.Embedding(VOCAB, width), TransposedReadout(width, 3)
+
+    model, base = Net(2 * BASE), Net(BASE)
+    assert parameter_roles(model, base)["readout.weight"].role == "input"  # read as (out, in): fan-in 3, fixed
+    register_layer_type(TransposedReadout, 2, lambda module, x: x.reshape(-1, x.shape[-1]), lambda w: w.T)
+    info = parameter_roles(model, base)["readout.weight"]
+    assert (info.role, info.fan_in, info.fan_out, info.width_mult) == ("output", 2 * BASE, 3, 2.0)

@@ -2,7 +2,8 @@
 
 The public API in one place:
 
-* `param_groups`, `parameter_roles` — width-aware LR and weight-decay rules (Eq 6-8) for any torch optimizer;
+* `param_groups`, `parameter_roles`, `describe_groups` — width-aware LR and weight-decay rules (Eq 6-8)
+  for any torch optimizer, and the table of groups;
 * `AlignmentMonitor` — per-layer alignment diagnostics during training (Eq 2, 4);
 * `schedules` — LR multipliers, incl. the extra warmups of Eq 14-15;
 * `theory` — the analytic models of Appendices B, E, F (Eq 13, 27-39);
@@ -15,7 +16,14 @@ from lrtransfer import schedules, store, theory
 from lrtransfer.analysis import best_lrs, verdicts
 from lrtransfer.config import RunConfig, resolve
 from lrtransfer.monitor import AlignmentMonitor
-from lrtransfer.scaling import ParamInfo, param_groups, parameter_roles, role_hyperparams, split_groups
+from lrtransfer.scaling import (
+    ParamInfo,
+    describe_groups,
+    param_groups,
+    parameter_roles,
+    role_hyperparams,
+    split_groups,
+)
 from lrtransfer.study import Study
 from lrtransfer.sweep import results, run_sweep
 from lrtransfer.training import train
@@ -31,6 +39,7 @@ __all__ = [
     "Trial",
     "TrialDiverged",
     "best_lrs",
+    "describe_groups",
     "param_groups",
     "parameter_roles",
     "resolve",

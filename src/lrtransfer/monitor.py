@@ -1,14 +1,20 @@
 """Per-layer alignment probe: the quantities of Eq 1, 2 and 4, measured during real training.
 
-Each ``nn.Linear`` / ``nn.Conv2d`` is read as ``Y = W X`` (Eq 1): α_W = ‖WX‖/(‖W‖‖X‖) (§2.2),
+Each matrix-like module (``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d``, transformers' ``Conv1D``, or a
+type added with `register_layer_type`) is read as ``Y = W X`` (Eq 1): α_W = ‖WX‖/(‖W‖‖X‖) (§2.2),
 α_ΔW = ‖ΔW X‖/(‖ΔW‖‖X‖) (Eq 2), and ‖ΔY‖/‖Y‖ = (α_ΔW/α_W)·‖ΔW‖/‖W‖ (Eq 4) are recorded with the
 Frobenius norms they are ratios of (column names in ``RATIOS`` and ``NORMS``). Conventions:
 
-- X: the layer input of the step's first forward call, cut to the first ⌈sample·N⌉ (≥ 1) entries
-  of dim 0, taken as the batch dimension (the paper uses 1/64 of a batch, G.3.2). A conv input is
-  its im2col matrix (``F.unfold`` after the layer's own padding): ``fan_in = C_in·kh·kw``.
-- W: the weight at the start of the step; ΔW: all the optimizer step did to it (gradient term
-  and weight decay). Y = WX and ΔY = ΔW X exclude the bias.
+- X: the layer input of the step's first forward call with gradients enabled, cut to the first
+  ⌈sample·N⌉ (≥ 1) entries of the batch dimension (``batch_dim``: 0, or 1 for seq-first inputs;
+  the paper uses 1/64 of a batch, G.3.2). Forwards under ``torch.no_grad()`` / inference mode (an
+  eval or logging forward inside a step) are ignored. A conv input is its im2col matrix
+  (``F.unfold`` after the layer's own padding): ``fan_in = C_in·k`` (Conv1d), ``C_in·kh·kw`` (Conv2d).
+- W: the weight at the start of the step as Eq 1's ``[fan_out, fan_in]`` matrix (``Conv1D`` keeps
+  ``[in, out]``, so its W is the transpose); ΔW: all the optimizer step did to it (gradient term
+  and weight decay). Y = WX and ΔY = ΔW X exclude the bias. The table of types is `lrtransfer.layer_types`.
+- Gradient accumulation: wrap the whole optimizer step (every micro-batch, then ``opt.step()``);
+  X comes from the first micro-batch's forward, ΔW is the update of the whole step.
 - A ratio with a zero denominator is undefined: recorded as NaN, never raised. A frozen layer
   (ΔW = 0) has NaN update_alignment and alignment_ratio, zero relative_update and relative_repr_change.
   Eq 4 holds wherever its terms are defined, to float64 rounding (all metrics use the same norms).
@@ -30,11 +36,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from lrtransfer import jsonl
+from lrtransfer.layer_types import LayerType, layer_type
+from lrtransfer.layer_types import register_layer_type as register_layer_type  # public here too
 from lrtransfer.strict import Strict
 
 NORMS = ("weight_norm", "update_norm", "input_norm", "output_norm", "output_change_norm")
@@ -49,24 +56,6 @@ RATIOS: dict[str, tuple[str, tuple[str, ...]]] = {
 METRICS = tuple(RATIOS)
 COLUMNS = ("step", "layer", "role", "fan_in", "fan_out", *METRICS, *NORMS)
 _DTYPES = {"step": "int64", "fan_in": "int64", "fan_out": "int64", **{c: "float64" for c in COLUMNS[5:]}}
-
-
-def _linear_rows(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """X as rows ``[samples·positions, in_features]``: the transpose of Eq 1's X, same norms."""
-    return x.reshape(-1, x.shape[-1])
-
-
-def _conv_rows(module: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """im2col rows ``[N·L, C_in·kh·kw]``, so that ``conv2d(x, W) = rows @ W.view(C_out, -1).T``."""
-    # Pad as the layer does (handles 'same' and non-zero padding modes), then unfold unpadded.
-    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-    x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
-    cols = F.unfold(x, module.kernel_size, dilation=module.dilation, stride=module.stride)
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
-
-
-# layer type -> (ndim of a batched input, input -> X rows); the one place that knows layer types.
-_KINDS: dict[type[nn.Module], tuple[int, Callable]] = {nn.Linear: (2, _linear_rows), nn.Conv2d: (4, _conv_rows)}
 
 
 def read_records(path: str | Path) -> pd.DataFrame:
@@ -84,8 +73,7 @@ class _Layer:
     name: str
     module: nn.Module
     role: str
-    batched_ndim: int
-    rows: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    kind: LayerType
     hook: Callable | None = None  # created once, so torch.compile sees the same hook every step
 
 
@@ -94,27 +82,28 @@ class AlignmentMonitor:
 
     Hooks exist only inside a measured step and are removed on exit, also when the body raises
     (then nothing is recorded). ``layers``: module names or fnmatch patterns (default: every
-    Linear/Conv2d); a pattern matching none raises. ``roles``: parameter (``"a.b.weight"``) or
-    module name -> role or `ParamInfo` (pass ``parameter_roles(model, base)``), else "unknown".
-    ``path``: JSON lines appended after each measured step (a resumed run appends). Under
-    torch.distributed only rank 0 measures its local micro-batch.
+    measurable module, see `register_layer_type`); a pattern matching none raises. ``roles``:
+    parameter (``"a.b.weight"``, any name of a tied weight) or module name -> role or `ParamInfo`
+    (pass ``parameter_roles(model, base)``), else "unknown". ``batch_dim``: the dim of a layer
+    input that indexes samples (1 for seq-first ``[T, B, d]``); inputs with at most
+    ``batch_dim + 1`` dims (a pooled ``[B, d]``) and conv inputs use dim 0. ``path``: JSON lines
+    appended after each measured step (a resumed run appends); ``last`` holds the latest measured
+    step's records. Under torch.distributed only rank 0 measures its local micro-batch.
     """
 
     def __init__(self, model: nn.Module, every: int = 10, sample: float = 1 / 64,
                  layers: Sequence[str] | str | None = None, path: str | Path | None = None,
-                 roles: Mapping[str, str] | None = None):
+                 roles: Mapping[str, str] | None = None, batch_dim: int = 0):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every: must be an int >= 1, got {every!r}")
-        if isinstance(sample, bool) or not isinstance(sample, (int, float)) or not 0 < sample <= 1:
-            raise ValueError(f"sample: must be a fraction in (0, 1], got {sample!r}")
-        self.model, self.every, self.sample = unwrap(model), every, float(sample)
+        check_arguments(every, sample, batch_dim)
+        self.model, self.every, self.sample, self.batch_dim = unwrap(model), every, float(sample), batch_dim
         self.path = Path(path) if path is not None else None
         self._layers = _select(self.model, [layers] if isinstance(layers, str) else layers, roles or {})
         for layer in self._layers:
             layer.hook = functools.partial(self._capture, layer)
         self._records: list[dict] = []
+        self.last: list[dict] = []  # the records of the latest measured step
         self._inputs: dict[str, torch.Tensor] = {}
 
     @property
@@ -142,7 +131,7 @@ class AlignmentMonitor:
             for handle in handles:
                 handle.remove()
             inputs, self._inputs = self._inputs, {}
-        records = self._measure(step, before, inputs)
+        records = self.last = self._measure(step, before, inputs)
         self._records.extend(records)
         if self.path is not None:
             jsonl.append(self.path, records)
@@ -159,13 +148,14 @@ class AlignmentMonitor:
     read = staticmethod(read_records)  # AlignmentMonitor.read(path) -> DataFrame
 
     def _capture(self, layer: _Layer, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        """Forward pre-hook: keep a small copy of the sampled input of the step's first call."""
-        if layer.name in self._inputs:
+        """Forward pre-hook: keep a small copy of the sampled input of the step's first training call."""
+        if layer.name in self._inputs or not torch.is_grad_enabled():  # no grad: an eval forward, not the step's
             return
-        x = args[0] if args else kwargs["input"]
-        x = x.unsqueeze(0) if x.dim() < layer.batched_ndim else x  # an unbatched call is one sample
+        x = args[0] if args else next(iter(kwargs.values()))
+        x = x.unsqueeze(0) if x.dim() < layer.kind.batched_ndim else x  # an unbatched call is one sample
+        dim = self.batch_dim if layer.kind.batch_dim is None and x.dim() > self.batch_dim + 1 else 0
         # Copy the sample so the hook does not keep the whole activation alive past backward.
-        self._inputs[layer.name] = x[: sample_size(x.shape[0], self.sample)].detach().clone()
+        self._inputs[layer.name] = x.narrow(dim, 0, sample_size(x.shape[dim], self.sample)).detach().clone()
 
     @torch.no_grad()
     def _measure(self, step: int, before: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> list[dict]:
@@ -178,24 +168,35 @@ class AlignmentMonitor:
         return [_record(step, layer, dict(zip(NORMS, v))) for layer, v in zip(measured, values)]
 
 
+def check_arguments(every: object, sample: object, batch_dim: object) -> None:
+    """Raise ValueError naming the first bad one of `AlignmentMonitor`'s ``every``, ``sample``, ``batch_dim``."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"every: must be an int >= 1, got {every!r}")
+    if isinstance(sample, bool) or not isinstance(sample, (int, float)) or not 0 < sample <= 1:
+        raise ValueError(f"sample: must be a fraction in (0, 1], got {sample!r}")
+    if isinstance(batch_dim, bool) or not isinstance(batch_dim, int) or batch_dim < 0:
+        raise ValueError(f"batch_dim: must be an int >= 0, got {batch_dim!r}")
+
+
 def _layer_norms(layer: _Layer, x: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
     """The five norms of Eq 2/4 for one layer, from its W before the step and its sampled X."""
     w = layer.module.weight.detach()
     dtype = torch.promote_types(w.dtype, torch.float32)
     with torch.autocast(w.device.type, enabled=False):
-        rows = layer.rows(layer.module, x.to(w.device, dtype))
-        w0 = w0.to(dtype).reshape(w.shape[0], -1)
-        delta = w.to(dtype).reshape_as(w0) - w0
+        rows = layer.kind.rows(layer.module, x.to(w.device, dtype))
+        w0 = layer.kind.weight(w0.to(dtype))
+        delta = layer.kind.weight(w.to(dtype)) - w0
         vn = torch.linalg.vector_norm
         return torch.stack([vn(w0), vn(delta), vn(rows), vn(rows @ w0.T), vn(rows @ delta.T)])
 
 
 def _record(step: int, layer: _Layer, norms: dict[str, float]) -> dict:
     """One tidy row; every metric is a ratio of the same float64 norms, so Eq 4 holds exactly."""
-    w, values = layer.module.weight, dict(norms)
+    fan_out, fan_in = layer.kind.weight(layer.module.weight.detach()).shape
+    values = dict(norms)
     for name, (num, den) in RATIOS.items():
         values[name] = _ratio(values[num], math.prod(values[d] for d in den))
-    return {"step": step, "layer": layer.name, "role": layer.role, "fan_in": w[0].numel(), "fan_out": w.shape[0],
+    return {"step": step, "layer": layer.name, "role": layer.role, "fan_in": fan_in, "fan_out": fan_out,
             **{c: values[c] for c in COLUMNS[5:]}}
 
 
@@ -231,24 +232,29 @@ def _check_compiled() -> None:
 
 def _select(model: nn.Module, layers: Sequence[str] | None, roles: Mapping[str, str]) -> list[_Layer]:
     """Measurable modules matching ``layers`` (all by default); a pattern matching none raises."""
-    found = {name: m for name, m in model.named_modules() if isinstance(m, tuple(_KINDS))}
+    found = {name: m for name, m in model.named_modules() if layer_type(m) is not None}
     for pattern in layers or []:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in found):
-            raise ValueError(f"layers: {pattern!r} matches no nn.Linear or nn.Conv2d module")
+            raise ValueError(f"layers: {pattern!r} matches no measurable module ({_KNOWN})")
     chosen = [n for n in found if layers is None or any(fnmatch.fnmatchcase(n, p) for p in layers)]
     grouped = [n for n in chosen if getattr(found[n], "groups", 1) != 1]
     if grouped:
         warnings.warn(f"AlignmentMonitor: skipping grouped convolutions (groups > 1): {grouped}", stacklevel=3)
     chosen = [n for n in chosen if n not in grouped]
     if not chosen:
-        raise ValueError("layers: nothing to measure (no ungrouped nn.Linear or nn.Conv2d selected)")
-    kinds = {n: next(v for k, v in _KINDS.items() if isinstance(found[n], k)) for n in chosen}
-    return [_Layer(n, found[n], _role(roles, n), *kinds[n]) for n in chosen]
+        raise ValueError(f"layers: nothing to measure (no ungrouped {_KNOWN} selected)")
+    first_names = {id(p): n for n, p in model.named_parameters()}  # a tied weight's roles key
+    return [_Layer(n, found[n], _role(roles, n, first_names.get(id(found[n].weight))), layer_type(found[n]))
+            for n in chosen]
 
 
-def _role(roles: Mapping, name: str) -> str:
+_KNOWN = "nn.Linear, nn.Conv1d, nn.Conv2d, transformers Conv1D or a type given to register_layer_type"
+
+
+def _role(roles: Mapping, name: str, weight_name: str | None) -> str:
     """The role of module ``name``: values may be role strings or `ParamInfo` (``parameter_roles``)."""
-    role = roles.get(f"{name}.weight", roles.get(name, "unknown"))
+    keys = (f"{name}.weight", weight_name, name)
+    role = next((roles[k] for k in keys if k in roles), "unknown")
     return str(getattr(role, "role", role))
 
 

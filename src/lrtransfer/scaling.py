@@ -27,12 +27,13 @@ import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, get_args
 
+import pandas as pd
 from torch import nn
 
 from lrtransfer.roles import ROLES, SCALED_ROLES, ParamInfo, parameter_roles
 
-__all__ = ["LR_RULES", "WD_RULES", "LRRule", "ParamInfo", "WDRule", "param_groups", "parameter_roles",
-           "role_hyperparams", "split_groups"]
+__all__ = ["GROUP_COLUMNS", "LR_RULES", "WD_RULES", "LRRule", "ParamInfo", "WDRule", "describe_groups",
+           "param_groups", "parameter_roles", "role_hyperparams", "split_groups"]
 
 LRRule = Literal["mup", "sqrt", "none"]  # the LR rules of hidden and output layers (Eq 6, App. B.1)
 WDRule = Literal["none", "standard", "independent"]  # the weight-decay rules: none, Eq 7, Eq 8
@@ -51,6 +52,7 @@ def param_groups(
     base_model: nn.Module | None = None,
     *,
     width_mult: float | None = None,
+    delta_model: nn.Module | None = None,
     lr: float,
     weight_decay: float,
     lr_scaling: str = "mup",
@@ -65,6 +67,9 @@ def param_groups(
         model: the model to train.
         base_model: the same architecture at the base width (roles by shape comparison).
         width_mult: instead of ``base_model``, the scalar m (roles by module type and order).
+        delta_model: with ``base_model`` when ``model`` is the base width itself: the same
+            architecture at any other width, showing which dimensions scale (roles stay those of
+            every wider model; every m is 1).
         lr: base LR η_base of the hidden and output layers, the rate that transfers (Eq. 6).
         weight_decay: base weight decay λ (Eq. 7, 8).
         lr_scaling: ``mup`` (η/m, Eq. 6) | ``sqrt`` (η/√m, Appendix B.1) | ``none``.
@@ -79,7 +84,7 @@ def param_groups(
         ``lr_scale``, ``wd_scale``.
     """
     _check_hyperparams(lr, weight_decay, fixed_lr, lr_scaling, wd_scaling, no_decay)
-    infos = parameter_roles(model, base_model, width_mult=width_mult, roles=roles)
+    infos = parameter_roles(model, base_model, width_mult=width_mult, delta_model=delta_model, roles=roles)
     tensors = dict(model.named_parameters())
     groups: dict[tuple[str, float], dict[str, Any]] = {}
     for name, info in infos.items():
@@ -145,6 +150,29 @@ def split_groups(
     if not selected:
         raise ValueError(f"roles: no group has a role in {roles}")
     return selected, [g for g in groups if g["role"] not in roles]
+
+
+GROUP_COLUMNS = ("name", "role", "shape", "width_mult", "lr", "weight_decay", "lr_scale", "wd_scale")
+
+
+def describe_groups(groups: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """The table of parameter groups, one row per parameter (columns ``GROUP_COLUMNS``).
+
+    ``groups``: from `param_groups`, or an optimizer's ``param_groups`` (then ``lr`` is the
+    current rate, after any scheduler). Print it at the start of a run, as nanoGPT and torchtitan
+    print theirs: ``print(describe_groups(opt.param_groups).to_string(index=False))``.
+    """
+    rows = []
+    for i, group in enumerate(groups):
+        missing = [key for key in ("role", "param_names", "params") if key not in group]
+        if missing:
+            raise ValueError(f"groups[{i}]: has no {missing[0]!r}; build groups with param_groups()")
+        if len(group["param_names"]) != len(group["params"]):
+            raise ValueError(f"groups[{i}]: has {len(group['params'])} params but {len(group['param_names'])} names")
+        for name, p in zip(group["param_names"], group["params"]):
+            rows.append({"name": name, "role": group["role"], "shape": tuple(p.shape),
+                         **{key: group.get(key, math.nan) for key in GROUP_COLUMNS[3:]}})
+    return pd.DataFrame(rows, columns=list(GROUP_COLUMNS))
 
 
 def _check_hyperparams(lr, weight_decay, fixed_lr, lr_scaling, wd_scaling, no_decay) -> None:

@@ -63,8 +63,8 @@ class StudyResult:
     verdicts: list[str]
 
 
-def run_study(spec: str | Path | dict | sweep.SweepSpec, out: str | Path, *, workers: int | None = None, threads: int = 1,
-              executor: str = "local", ray_address: str | None = None,
+def run_study(spec: str | Path | dict | sweep.SweepSpec, out: str | Path, *, workers: int | None = None,
+              threads: int = 1, executor: str = "local", ray_address: str | None = None,
               progress: bool | None = None) -> StudyResult:
     """Run or resume the sweep (a built-in name, a spec file or dict), then write its report."""
     t0 = time.perf_counter()
