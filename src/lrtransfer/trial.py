@@ -85,6 +85,7 @@ class Trial:
         self._kept_alignment: list[dict] = []
         self._val: float | None = None
         self._extra: dict[str, Any] = {}
+        self._roles: dict[str, str] = {}
 
     def param_groups(self, model: nn.Module, base_model: nn.Module, **kw: Any) -> list[dict[str, Any]]:
         """`lrtransfer.param_groups` with this trial's LR, weight decay and rules (Eq 6-8).
@@ -95,16 +96,20 @@ class Trial:
         """
         rules = {**self.config.optim.rules(), **kw}
         if self.width_mult == 1 and "delta_model" not in kw:
-            return param_groups(model, width_mult=1.0, **rules)
-        return param_groups(model, base_model, **rules)
+            groups = param_groups(model, width_mult=1.0, **rules)
+        else:
+            groups = param_groups(model, base_model, **rules)
+        self._roles.update({name: g["role"] for g in groups for name in g["param_names"]})
+        return groups
 
     def monitor(self, model: nn.Module, **kw: Any) -> AlignmentMonitor | NullMonitor:
         """An `AlignmentMonitor` whose records stream into the run folder (``monitor.*`` of the
-        spec set ``every`` and ``sample``; keywords override them)."""
+        spec set ``every`` and ``sample``; keywords override them). Records carry the roles of
+        the trial's `param_groups`, when called before."""
         mc = self.config.monitor
         if not mc.enabled:
             return NullMonitor()
-        opts = {"every": mc.every, "sample": mc.sample, "layers": mc.layers, **kw}
+        opts = {"every": mc.every, "sample": mc.sample, "layers": mc.layers, "roles": self._roles, **kw}
         monitor = AlignmentMonitor(model, path=self.folder / ALIGNMENT, **opts)
         self._monitors.append(monitor)
         return monitor

@@ -28,8 +28,10 @@ def _config(results: pd.DataFrame | None, config_hash: str) -> dict | None:
 
 
 def _schedule(results, runs: pd.DataFrame, role: str) -> Schedule | None:
+    """The layer's per-step LRs and weight decay, when the run's config gives its length."""
     cfg = _config(results, runs.config_hash.iloc[0]) if "config_hash" in runs else None
-    return layer_lrs(cfg, role) if cfg is not None else None
+    lrs, wd = layer_lrs(cfg, role) if cfg is not None else (None, None)
+    return None if lrs is None else (lrs, wd)
 
 
 def _pair(align: pd.DataFrame | None, lr: float | None, arm: str) -> tuple[pd.DataFrame, pd.DataFrame] | str:
@@ -92,7 +94,7 @@ def _predicted(steps: np.ndarray, scaled: Schedule | None, base: Schedule | None
     """Eq 38 at the measured steps (NaN without both schedules or past their end)."""
     out = np.full(len(steps), np.nan)
     if scaled is None or base is None:
-        log.info("figure 5: no run configs, so no Eq 38 prediction")
+        log.info("figure 5: no run configs with a known length, so no Eq 38 prediction")
         return out
     s = warmup_ratio_prediction(scaled, base, rho0)
     ok = steps < len(s)

@@ -70,7 +70,7 @@ class RunTimes:
             return None
         p = self.exponent()
         a = sum(t for *_, t in self.samples) / sum(s * w**p for s, w, _ in self.samples)
-        return lambda task: a * task.config["run"]["steps"] * task.config["model"]["width"] ** p
+        return lambda task: a * task.steps * task.width**p
 
 
 def store_times(path: str) -> RunTimes:
@@ -79,7 +79,7 @@ def store_times(path: str) -> RunTimes:
     runs = store.open(path).runs()
     if {"width", "steps", "wall_s"} <= set(runs.columns):
         for row in runs[runs["status"] == DONE].itertuples():
-            times.add(float(row.steps), float(row.width), row.wall_s)
+            times.add(float(row.steps or 1), float(row.width), row.wall_s)
     return times
 
 
@@ -178,8 +178,7 @@ class SweepProgress:
         self.dispatch.finish(outcome.task, now)
         if self.mode == "lines":
             if outcome.status == DONE:
-                config = outcome.task.config
-                self.times.add(config["run"]["steps"], config["model"]["width"], outcome.wall_s)
+                self.times.add(outcome.task.steps, outcome.task.width, outcome.wall_s)
             self._say(run_line(self.label, self.counts, outcome, now - self.t0, self.eta()))
         elif self._bar is not None:
             self._bar.update(self._task, advance=outcome.task.cost, done=self.counts["done"], failed=self.failed)

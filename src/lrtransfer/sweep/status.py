@@ -101,7 +101,7 @@ def _in_flight(row, now: float) -> str:
     metrics, config = folder / "metrics.jsonl", folder / "config.yaml"
     if not metrics.is_file():
         return f"{label}: starting"
-    steps = yaml.safe_load(config.read_text())["run"]["steps"] if config.is_file() else "?"
+    steps = (yaml.safe_load(config.read_text())["run"].get("steps") or "?") if config.is_file() else "?"
     step = _last_step(metrics)
     return f"{label}: step {step}/{steps}, last logged {duration(now - metrics.stat().st_mtime)} ago"
 

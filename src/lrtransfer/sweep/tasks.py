@@ -23,10 +23,18 @@ class Task:
     arm: str | None = None
 
     @property
+    def steps(self) -> int:
+        """The run's optimizer steps; a user objective of unknown length counts as one."""
+        return self.config["run"].get("steps") or 1
+
+    @property
+    def width(self) -> int:
+        return self.config["model"]["width"]
+
+    @property
     def cost(self) -> float:
-        """Relative compute: steps × width² (the hidden matmuls dominate); a user objective's
-        unknown length counts as one step."""
-        return (self.config["run"].get("steps") or 1) * self.config["model"]["width"] ** 2
+        """Relative compute: steps × width² (the hidden matmuls dominate)."""
+        return self.steps * self.width**2
 
 
 @dataclass(frozen=True)
