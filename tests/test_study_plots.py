@@ -6,6 +6,7 @@ import pytest
 
 from lrtransfer import theory
 from lrtransfer.analysis import layer_lrs
+from lrtransfer.analysis.picks import figure5_lrs
 from lrtransfer.config import resolve
 from lrtransfer.plots.study import (
     FigureInfo,
@@ -96,8 +97,12 @@ def run_records(cfg, plan, seed):
 
 def make_align(results):
     keys = ["config_hash", "arm", "phase", "width_mult", "width", "lr", "seed"]
+    m, lr_standard, lr_independent = figure5_lrs(results)  # the Figure 5 pair at the widest width (G.3.4)
+    pair = (results.width_mult == m) & (results.phase == 2) & (
+        ((results.arm == "standard") & np.isclose(results.lr, lr_standard))
+        | ((results.arm == "independent") & np.isclose(results.lr, lr_independent)))
     pick = results[(results.arm.isin(["standard", "independent"]) & results.width_mult.isin([1, 8])
-                    & np.isclose(results.lr, DYN_LR) & (results.phase == 2)) | (results.phase == "dynamics")]
+                    & np.isclose(results.lr, DYN_LR) & (results.phase == 2)) | (results.phase == "dynamics") | pair]
     frames = []
     for i, r in enumerate(pick.itertuples()):
         cfg = r.config if r.config is not None else config(r.width_mult, r.lr, "standard" if r.arm == "standard"
@@ -152,7 +157,7 @@ def test_figure3_and_4_numbers_equal_the_records(study, written):
     assert set(f3.layer) == {"layers.1.feed_forward.w1"} and set(f3.width_mult) == {1, 8}
     assert set(f3.arm) == {"standard", "independent"} and np.allclose(f3.lr, DYN_LR)
     src = align[(align.arm == "standard") & (align.phase == 2) & (align.width_mult == 8) & (align.step == 500)
-                & (align.layer == "layers.1.feed_forward.w1")]
+                & (align.layer == "layers.1.feed_forward.w1") & np.isclose(align.lr, DYN_LR)]
     got = f3[(f3.arm == "standard") & (f3.width_mult == 8) & (f3.step == 500)]
     assert got.relative_repr_change.iloc[0] == pytest.approx(src.relative_repr_change.mean(), rel=1e-9)
     assert f3.step.max() <= 0.995 * STEPS  # the final 0.5% is dropped
@@ -163,17 +168,27 @@ def test_figure3_and_4_numbers_equal_the_records(study, written):
         src.weight_alignment.iloc[0], rel=1e-9)
 
 
-def test_figure5_prediction_is_a_ratio_of_two_rms_trajectories(study, written):
+def full_step(eta, lam, rho0):
+    """‖ΔW‖/‖W‖ of Eq 30's whole step, decay included: √((η/ρ)² + (ηλ)²), from the ρ recurrence."""
+    rho = theory.rms_trajectory(eta, lam, rho0)[:-1]
+    return np.sqrt((eta / rho) ** 2 + (eta * lam) ** 2)
+
+
+def test_figure5_pairs_the_standard_best_at_the_widest_width_with_its_independent_twin(study, written):
+    results, _ = study
+    m, lr_standard, lr_independent = figure5_lrs(results)
     df = pd.read_csv(written[0] / "figure5_warmup_effect.csv")
+    assert (m, lr_independent) == (8, lr_standard / 8)  # the same LR-WD product (G.3.4)
+    assert df.lr_base.iloc[0] == lr_standard and df.lr_scaled.iloc[0] == lr_independent
     mult = resolve(preset="lm-shakespeare", overrides=[f"run.steps={STEPS}"])
     base_mult = mult.schedule.multipliers(STEPS, lr=mult.optim.lr, weight_decay=mult.optim.weight_decay, width_mult=8)
     lam = mult.optim.weight_decay
-    eta, eta_hat = DYN_LR * base_mult, DYN_LR / 8 * base_mult
+    eta, eta_hat = lr_standard / 8 * base_mult, lr_independent / 8 * base_mult  # the hidden layers' η
     rho0 = (BASE * 8) ** -0.5
-    rho, rho_hat = theory.rms_trajectory(eta, lam, rho0), theory.rms_trajectory(eta_hat, 8 * lam, rho0)
-    direct = (eta_hat / rho_hat[:-1]) / (eta / rho[:-1])
+    direct = full_step(eta_hat, 8 * lam, rho0) / full_step(eta, lam, rho0)
     np.testing.assert_allclose(df.ratio_predicted, direct[df.step.to_numpy()], rtol=1e-9)
-    assert df.ratio_predicted.iloc[0] == pytest.approx(1 / 8) and df.ratio_predicted.iloc[-1] > 0.5
+    # starts just above 1/m: both whole steps carry the same decay term ηλ·W (equal LR-WD products)
+    assert 1 / 8 < df.ratio_predicted.iloc[0] < 0.2 and df.ratio_predicted.iloc[-1] > 0.5
     np.testing.assert_allclose(df.ratio_measured, df.rel_update_scaled / df.rel_update_base)
     assert set(df.layer) == {"layers.1.feed_forward.w1"} and set(df.width_mult) == {8}
 
@@ -182,8 +197,11 @@ def test_figure5_takes_explicit_schedules_without_configs(study, tmp_path):
     results, align = study
     lrs = np.full(STEPS, 1e-2)
     df = warmup_effect_data(results.drop(columns="config"), align, scaled=(lrs / 8, 8.0), base=(lrs, 1.0))
-    expected = theory.warmup_effect(df.step.to_numpy(), 8, 1e-2, 1.0, (BASE * 8) ** -0.5)
-    np.testing.assert_allclose(df.ratio_predicted, expected, rtol=1e-9)  # constant LR: Eq 39
+    rho0 = (BASE * 8) ** -0.5
+    expected = (full_step(lrs / 8, 8.0, rho0) / full_step(lrs, 1.0, rho0))[df.step.to_numpy()]
+    np.testing.assert_allclose(df.ratio_predicted, expected, rtol=1e-9)
+    eq39 = theory.warmup_effect(df.step.to_numpy(), 8, 1e-2, 1.0, rho0)  # the same ratio without the decay term
+    assert np.all(df.ratio_predicted >= eq39 - 1e-12) and df.ratio_predicted.iloc[0] > eq39[0]
     no_prediction = warmup_effect_data(results.drop(columns="config"), align)
     assert no_prediction.ratio_predicted.isna().all()
     assert plot_warmup_effect(no_prediction, tmp_path / "f5.png").read_bytes()[:8] == PNG_MAGIC
@@ -214,7 +232,8 @@ def test_missing_inputs_skip(study, tmp_path):
     results, align = study
     no_dyn = align[align.phase.astype(str) != "dynamics"]
     assert rrc_data(results, None) is None and alignment_data(results, no_dyn) is None
-    assert warmup_effect_data(results, no_dyn) is None and layer_alignment_data(results, None) is None
+    assert warmup_effect_data(results, align[align.arm != "independent"]) is None  # no partner run
+    assert layer_alignment_data(results, None) is None
     assert warmup_transfer_data(results[~results.arm.isin(WARMUP_ARMS)], WARMUP_ARMS) is None
     assert warmup_transfer_data(results) is None  # no arms declared: no Figure 6
     assert transfer_data(None) is None and transfer_data(results.drop(columns="final_train_loss")) is None

@@ -15,11 +15,11 @@ import yaml
 from typer.testing import CliRunner
 
 from lrtransfer import store
-from lrtransfer.analysis import phase1_picks
+from lrtransfer.analysis import phase1_edges, phase1_picks
 from lrtransfer.cli import app
 from lrtransfer.config import preset_dict
 from lrtransfer.sweep import SpecError, alignment, load_spec, results, run_sweep
-from lrtransfer.sweep.plan import dynamics, phase1, phase2
+from lrtransfer.sweep.plan import dynamics, figure5_partner, frozen_lrs, phase1, phase2
 from lrtransfer.sweep.spec import dump_spec
 
 TINY = {"run.steps": 10, "run.checkpoint_every": 3, "run.eval_every": 0}
@@ -54,7 +54,7 @@ def cli(*args: str) -> list[str]:
     ({"arms": {"standard": {}}}, "arms: 'standard' is a reserved arm name"),
     ({"arms": {"w": {"optim": {"lr": 1.0}}}}, "arms: w.optim.lr: is set by the sweep plan"),
     ({"arms": {"w": {"schedule.warmpu": 0.5}}}, "arms.w: schedule.warmpu: Extra inputs are not permitted"),
-    ({"rules": ["none"], "dynamics": True}, "dynamics: needs 'standard' in rules and 1 in widths"),
+    ({"rules": ["none"], "dynamics": True}, "dynamics: needs 'standard' in rules"),
     ({"rules": [], "arms": {}}, "rules/arms: the sweep has no arm"),
     ({"lrss": [1e-3]}, "lrss: Extra inputs are not permitted"),
 ])
@@ -118,6 +118,25 @@ def test_phase1_picks(rows, best):
     assert phase1_picks(frame(rows)) == best
 
 
+def test_figure6_arms_share_the_reference_arms_frozen_lr():
+    arms = {"warmup50": {"optim.lr_scaling": "none", "schedule.warmup": 0.5}, "sqrt": {"optim.lr_scaling": "sqrt"}}
+    s = load_spec(spec(arms=arms, warmup_arms=["warmup50"]))
+    assert {r.arm for r in phase1(s)} == {"standard", "independent", "sqrt"}  # no phase 1 of its own (G.3.5)
+    assert frozen_lrs(s, {"standard": 1e-2, "independent": 3e-3, "sqrt": 2e-2}) == {
+        "standard": 1e-2, "independent": 3e-3, "sqrt": 2e-2, "warmup50": 3e-3}
+    assert "warmup50" not in frozen_lrs(s, {"standard": 1e-2})  # no reference pick: left out of phase 2
+    with pytest.raises(SpecError, match="warmup_arms: 'standard' is not one of the spec's arms"):
+        load_spec(spec(warmup_arms=["standard"]))
+
+
+def test_a_phase1_pick_at_the_grid_edge_is_warned_about():
+    rows = [(1, "a", lr, 0, "done", loss) for lr, loss in [(1e-3, 2.0), (2e-3, 2.1), (4e-3, 2.2)]]
+    rows += [(1, "b", lr, 0, "done", loss) for lr, loss in [(1e-3, 2.2), (2e-3, 2.0), (4e-3, 2.1)]]
+    df = pd.DataFrame(rows, columns=["phase", "arm", "lr", "seed", "status", "final_train_loss"]).assign(width_mult=1.0)
+    (note,) = phase1_edges(df)
+    assert note.startswith("phase 1, arm a: the best LR 0.001 is the lowest of the phase-1 grid") and "down" in note
+
+
 # --- real sweeps -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -131,7 +150,8 @@ def test_sweep_folder_and_dedupe(swept):
     out, report = swept
     df = results(out)
     assert report.ok and {"runs", "runs.db", "plan.csv", "sweep.yaml"} <= {p.name for p in out.iterdir()}
-    assert df.groupby("phase", sort=False).size().to_dict() == {1: 6, 2: 12, "dynamics": 2}
+    # dynamics: the no-muP run at both widths and the independent partner of Figure 5's pair
+    assert df.groupby("phase", sort=False).size().to_dict() == {1: 6, 2: 12, "dynamics": 3}
     distinct = set(df["config_hash"])
     stored = set(store.open(out / "runs.db").runs()["config_hash"])
     assert {p.name for p in (out / "runs").iterdir()} == distinct == stored
@@ -144,8 +164,12 @@ def load_plan_hashes(path: Path) -> list[str]:
     """The resolved spec replans the same runs (phase 2 and dynamics with the sweep's picks)."""
     s, df = load_spec(path), results(path.parent)
     fixed = df[df["phase"] == 2].groupby("arm", sort=False)["fixed_lr"].first().to_dict()
-    dyn_lr = df.loc[df["phase"] == "dynamics", "lr"].iloc[0]
-    return [r.config_hash for r in [*phase1(s), *phase2(s, fixed), *dynamics(s, dyn_lr)]]
+    dyn = df[df["phase"] == "dynamics"]
+    dyn_lr = dyn.loc[dyn["arm"] == "no_mup", "lr"].iloc[0]
+    partner = dyn[dyn["arm"] == "independent"].iloc[0]
+    runs = [*phase1(s), *phase2(s, fixed), *dynamics(s, dyn_lr),
+            *figure5_partner(s, partner["width_mult"], partner["lr"], fixed["independent"])]
+    return [r.config_hash for r in runs]
 
 
 def test_phase2_carries_the_best_phase1_lr(swept):
@@ -157,9 +181,14 @@ def test_phase2_carries_the_best_phase1_lr(swept):
     assert set(p2["fixed_lr"]) == {best["standard"]} and best == {"standard": 1e-2, "independent": 1e-2}
     for folder, arm in zip(p2["folder"], p2["arm"]):
         assert yaml.safe_load((Path(folder) / "config.yaml").read_text())["optim"]["fixed_lr"] == best[arm]
-    std_1x = p2[(p2["arm"] == "standard") & (p2["width_mult"] == 1)].sort_values("final_train_loss")
-    dyn = df[df["phase"] == "dynamics"]
-    assert set(dyn["lr"]) == set(dyn["fixed_lr"]) == {std_1x["lr"].iloc[0]} and set(dyn["width"]) == {32, 64}
+    # G.3.3: the no-muP runs take the standard arm's best LR at the widest width after muP scaling (η/m)
+    std_2x = p2[(p2["arm"] == "standard") & (p2["width_mult"] == 2)].sort_values("final_train_loss")
+    dyn = df[(df["phase"] == "dynamics") & (df["arm"] == "no_mup")]
+    assert set(dyn["lr"]) == set(dyn["fixed_lr"]) == {std_2x["lr"].iloc[0] / 2} and set(dyn["width"]) == {32, 64}
+    # G.3.4: Figure 5's independent twin at 2× has the same LR-WD product, with independent's frozen LR
+    twin = df[(df["phase"] == "dynamics") & (df["arm"] == "independent")]
+    expected = [[2.0, std_2x["lr"].iloc[0] / 2, best["independent"]]]
+    assert twin[["width_mult", "lr", "fixed_lr"]].values.tolist() == expected
 
 
 def test_diverged_runs_are_kept_and_the_sweep_goes_on(swept):

@@ -139,6 +139,25 @@ def test_relative_update_without_weight_decay_eq37():
     np.testing.assert_allclose(u, 1 / np.sqrt(rho0**2 / eta**2 + t), rtol=1e-10)
 
 
+def test_relative_update_with_decay_matches_a_simulated_eq30_weight():
+    """The whole step of Eq 30, ΔW = -ηλW + ηU with U ⟂ W of unit RMS, measured on simulated weights."""
+    rng = np.random.default_rng(0)
+    n, steps, lam, rho0 = 4096, 300, 1.0, 0.05
+    lrs = 2e-2 * np.minimum(1, (np.arange(steps) + 1) / 30)
+    w, measured = rho0 * rng.standard_normal(n), []
+    for eta in lrs:
+        u = rng.standard_normal(n)
+        u -= (u @ w) / (w @ w) * w  # orthogonal to W, as the model assumes
+        u *= np.sqrt(n) / np.linalg.norm(u)  # unit RMS (Adam)
+        new = (1 - eta * lam) * w + eta * u
+        measured.append(np.linalg.norm(new - w) / np.linalg.norm(w))
+        w = new
+    full = T.relative_update(lrs, lam, rho0, include_decay=True)
+    np.testing.assert_allclose(measured, full, rtol=0.02)  # the RMS ρ_t of a finite vector fluctuates a little
+    update_only = T.relative_update(lrs, lam, rho0)
+    assert np.all(full > update_only) and full[-1] / update_only[-1] > 1.005  # λ = 1: the decay term shows
+
+
 @pytest.mark.parametrize("rho0", [1e-3, 0.02, 0.1414, 0.5])
 def test_warmup_effect_matches_two_trajectories_eq38(rho0):
     """s_t of Eq 39 = ratio of relative updates of (η/m, mλ) and (η, λ) from Eq 30 runs (Eq 38)."""

@@ -116,7 +116,7 @@ def write_study_report(dir: str | Path) -> tuple[Path, list[str]]:
         dir, title=f"LR transfer study: {yaml.safe_load(spec_yaml).get('name', dir.name)}",
         verdicts=table[[c for c in ("arm", "text", "grid_steps", "per_doubling", "max_regret") if c in table]],
         best=best, figures=figures, spec_yaml=spec_yaml, runs=results.drop(columns=["config"]),
-        notes=timescale_notes(results),
+        notes=analysis.phase1_edges(results) + timescale_notes(results),
     )
     return path, list(table["text"]) if "text" in table else []
 

@@ -184,16 +184,20 @@ def time_to_equilibrium(lr: ArrayLike, weight_decay: ArrayLike, rho0: ArrayLike)
     return _out(np.where(lam == 0, np.inf, t))
 
 
-def relative_update(lrs: np.ndarray, weight_decay: float, rho0: float) -> np.ndarray:
+def relative_update(lrs: np.ndarray, weight_decay: float, rho0: float, include_decay: bool = False) -> np.ndarray:
     """Relative weight update ``‖ΔW_t‖/‖W_t‖ = η_t/ρ_t`` for each step, Eq 35 with ``b = 1``.
 
     ``ρ_t`` follows Eq 30 (``rms_trajectory``). For a constant LR this tends to
     ``√(2ηλ - η²λ²)`` (Eq 36), and without weight decay it is ``1/√(ρ0²/η² + t)`` (Eq 37).
-    Returns ``T`` values for ``T`` LRs.
+    Eq 35 counts the update term η_t·U_t only. ``include_decay`` counts the whole step of Eq 30,
+    ``W_{t+1} - W_t = -η_t λ W_t + η_t U_t`` with U_t ⟂ W_t, as a measured ΔW does (the monitor's
+    ``relative_update``): ``√((η_t/ρ_t)² + (η_t λ)²)``. Returns ``T`` values for ``T`` LRs.
     """
     _arr("rho0", rho0, low=0, strict=True)  # η_0/ρ_0 needs ρ_0 > 0
     rho = rms_trajectory(lrs, weight_decay, rho0)
-    return np.asarray(lrs, dtype=float) / rho[:-1]
+    eta = np.asarray(lrs, dtype=float)
+    update = eta / rho[:-1]
+    return np.hypot(update, eta * float(weight_decay)) if include_decay else update
 
 
 def warmup_effect(

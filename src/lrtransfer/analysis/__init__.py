@@ -16,17 +16,20 @@ from lrtransfer.analysis.dynamics import (
     warmup_ratio_prediction,
     with_progress,
 )
-from lrtransfer.analysis.picks import base_best_lr, phase1_picks
+from lrtransfer.analysis.picks import base_best_lr, dynamics_lr, figure5_lrs, phase1_edges, phase1_picks
 from lrtransfer.analysis.transfer import best_lrs, lr_curves, optimum_shift, select_phase, verdict_table, verdicts
 
 __all__ = [
     "base_best_lr",
     "best_lrs",
+    "dynamics_lr",
+    "figure5_lrs",
     "hidden_layers",
     "layer_lrs",
     "layer_order",
     "lr_curves",
     "optimum_shift",
+    "phase1_edges",
     "phase1_picks",
     "representative_layer",
     "select_phase",

@@ -88,9 +88,11 @@ def warmup_ratio_prediction(scaled: tuple[np.ndarray, float], base: tuple[np.nda
     ``scaled`` and ``base`` are ``(per-step LRs, weight decay)`` of the two runs, e.g. μP with
     independent WD ``(η/m, mλ)`` and no μP ``(η, λ)``; ``rho0`` the layer's initial RMS (both
     runs). For constant LRs this is Eq 39 (`theory.warmup_effect`). NaN where ``η_t = 0``.
+    Both relative updates count the whole step, weight decay included (``include_decay``), as the
+    measured ΔW of the ratio it is compared with does; with λ = 1 the decay term is not negligible.
     """
     n = min(len(scaled[0]), len(base[0]))
-    num = theory.relative_update(np.asarray(scaled[0][:n], float), scaled[1], rho0)
-    den = theory.relative_update(np.asarray(base[0][:n], float), base[1], rho0)
+    num = theory.relative_update(np.asarray(scaled[0][:n], float), scaled[1], rho0, include_decay=True)
+    den = theory.relative_update(np.asarray(base[0][:n], float), base[1], rho0, include_decay=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, num / den, np.nan)

@@ -32,3 +32,43 @@ def base_best_lr(results: pd.DataFrame | None, arms=("independent", "standard"))
         if len(b) and np.isfinite(b.lr_grid.iloc[0]):
             return float(b.lr_grid.iloc[0])
     return None
+
+
+def widest_best(results: pd.DataFrame, arm: str = "standard") -> tuple[float, float] | None:
+    """``(m, base LR)``: the widest width of ``arm``'s phase-2 runs and its grid-best base LR there."""
+    best = best_lrs(results)
+    if best.empty:
+        return None
+    b = best[(best.arm == arm) & np.isfinite(best.loss_grid)].sort_values("width_mult")
+    return (float(b.width_mult.iloc[-1]), float(b.lr_grid.iloc[-1])) if len(b) else None
+
+
+def dynamics_lr(results: pd.DataFrame) -> float | None:
+    """The (η, λ) of the dynamics runs (Figures 4, 16; Appendix G.3.3): the hidden-layer LR of the
+    standard arm's best run at the widest width *after* μP scaling, η = η_base/m, which those runs
+    apply to every parameter at every width (the paper: 4e-3 = 6.4e-2/16)."""
+    picked = widest_best(results, "standard")
+    return None if picked is None else picked[1] / picked[0]
+
+
+def figure5_lrs(results: pd.DataFrame) -> tuple[float, float, float] | None:
+    """``(m, standard base LR, independent base LR)`` of the Figure 5 pair (Appendix G.3.4): the
+    standard arm's best run at the widest width m, hidden layers (η/m, λ), and the independent run
+    with the same LR-WD product, base LR η/m, hidden layers (η/m², mλ)."""
+    picked = widest_best(results, "standard")
+    return None if picked is None else (picked[0], picked[1], picked[1] / picked[0])
+
+
+def phase1_edges(results: pd.DataFrame) -> list[str]:
+    """A warning per arm whose phase-1 pick lies at the edge of its grid: the frozen LR may be off."""
+    frame = results[results["phase"].astype(str) == "1"]
+    if frame.empty:
+        return []
+    notes = []
+    for arm, lr in phase1_picks(frame).items():
+        grid = np.sort(frame.loc[frame.arm == arm, "lr"].unique())
+        if len(grid) > 1 and lr in (grid[0], grid[-1]):
+            side = "lowest" if lr == grid[0] else "highest"
+            notes.append(f"phase 1, arm {arm}: the best LR {lr:g} is the {side} of the phase-1 grid, so the LR "
+                         f"frozen for phase 2 may be off; extend phase1_lrs {'down' if side == 'lowest' else 'up'}")
+    return notes

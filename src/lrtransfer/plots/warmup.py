@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from lrtransfer.analysis import layer_lrs, representative_layer, warmup_ratio_prediction, with_progress
-from lrtransfer.analysis.frames import drop_tail, in_phase, nearest_lr, same_lr, seed_mean
+from lrtransfer.analysis.frames import drop_tail, in_phase, same_lr, seed_mean
+from lrtransfer.analysis.picks import figure5_lrs
 from lrtransfer.plots.common import STYLE, log, plain_log, positive, save, skip
 
 Schedule = tuple[np.ndarray, float]  # (per-step LR of the layer, its weight decay)
@@ -34,44 +35,47 @@ def _schedule(results, runs: pd.DataFrame, role: str) -> Schedule | None:
     return None if lrs is None else (lrs, wd)
 
 
-def _pair(align: pd.DataFrame | None, lr: float | None, arm: str) -> tuple[pd.DataFrame, pd.DataFrame] | str:
-    """Records of the widest dynamics run at ``lr`` and of the ``arm`` run at its width and nearest
-    base LR; or why there are none."""
+def _pair(results: pd.DataFrame | None, align: pd.DataFrame | None,
+          lr: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame] | str:
+    """Records of the Figure 5 pair at the widest width m (Appendix G.3.4): the standard run best
+    there (``lr`` overrides it), hidden layers (η/m, λ), and the independent run with the same
+    LR-WD product (base LR η/m), hidden layers (η/m², mλ); or why there are none."""
     if align is None or align.empty or "phase" not in align:
         return "no alignment records"
-    dyn = align[in_phase(align, "dynamics") & (align.width_mult > 1)]
-    if dyn.empty:
-        return "no 'dynamics' run wider than 1×"
-    m = dyn.width_mult.max()
-    dyn = dyn[dyn.width_mult == m]
-    dyn = dyn[same_lr(dyn.lr, nearest_lr(dyn.lr, lr) if lr else dyn.lr.min())]
-    hat = align[in_phase(align, 2) & (align.arm == arm) & (align.width_mult == m)]
-    if hat.empty:
-        return f"no phase-2 {arm!r} run with alignment records at {m:g}×"
-    eta = float(dyn.lr.iloc[0])
-    hat = hat[same_lr(hat.lr, nearest_lr(hat.lr, eta))]
-    if not np.isclose(hat.lr.iloc[0], eta, rtol=1e-6):
-        log.info("figure 5: no %s run at base LR %.3g; using %.3g", arm, eta, hat.lr.iloc[0])
-    return dyn, hat
+    picked = figure5_lrs(results) if results is not None and not results.empty else None
+    if picked is None:
+        return "no finished phase-2 standard run"
+    m, lr_standard, lr_independent = picked
+    if lr is not None:
+        lr_standard, lr_independent = lr, lr / m
+    wide = align[(align.width_mult == m) & (in_phase(align, 2) | in_phase(align, "dynamics"))]
+    wide = wide.drop_duplicates(["config_hash", "step", "layer"]) if "config_hash" in wide else wide
+    base = wide[(wide.arm == "standard") & same_lr(wide.lr, lr_standard)]
+    scaled = wide[(wide.arm == "independent") & same_lr(wide.lr, lr_independent)]
+    if base.empty:
+        return f"no standard run with alignment records at {m:g}× and base LR {lr_standard:.3g}"
+    if scaled.empty:
+        return f"no independent run at {m:g}× with base LR {lr_independent:.3g} (the dynamics stage plans it)"
+    return base, scaled
 
 
 def warmup_effect_data(results: pd.DataFrame | None, align: pd.DataFrame | None, layer: str | None = None,
-                       lr: float | None = None, scaled: Schedule | None = None, base: Schedule | None = None,
-                       arm: str = "independent") -> pd.DataFrame | None:
+                       lr: float | None = None, scaled: Schedule | None = None,
+                       base: Schedule | None = None) -> pd.DataFrame | None:
     """Relative update and RRC of (η/m, mλ) vs (η, λ) at one width, their ratio, and Eq 38.
 
-    ``base``: the widest ``dynamics`` run (no μP, (η, λ)) at LR ``lr`` (default: the smallest).
-    ``scaled``: the phase-2 run of ``arm`` at the same width whose base LR is nearest η, i.e. μP
-    with independent WD, (η/m, mλ). The prediction ``ratio_predicted`` is Eq 38 along both runs'
-    actual per-step LRs of the layer (Eq 30, ρ0 = 1/√fan_in: the init RMS of N(0, 1/fan_in));
-    pass ``scaled``/``base`` as ``(lrs, weight_decay)``, else they come from the runs' ``config``
-    in ``results`` (NaN when neither is there).
+    The pair of Appendix G.3.4 (`_pair`): ``base`` the standard run best at the widest width,
+    ``scaled`` the independent run with the same LR-WD product, both with the same frozen LR of
+    input, gain and bias parameters. The prediction ``ratio_predicted`` is Eq 38 along both
+    runs' actual per-step LRs of the layer (Eq 30, whole steps with their decay term, as the
+    measured ΔW; ρ0 = 1/√fan_in: the init RMS of N(0, 1/fan_in)); pass ``scaled``/``base`` as
+    ``(lrs, weight_decay)``, else they come from the runs' ``config`` in ``results`` (NaN when
+    neither is there).
     """
-    pair = _pair(align, lr, arm)
+    pair = _pair(results, align, lr)
     if isinstance(pair, str):
         return skip("figure 5", pair)
     dyn, hat = pair
-    eta = float(dyn.lr.iloc[0])
     layer = layer or representative_layer(dyn)
     dyn, hat = dyn[dyn.layer == layer], hat[hat.layer == layer]
     names = {"relative_update": "rel_update", "relative_repr_change": "rrc"}
@@ -85,8 +89,8 @@ def warmup_effect_data(results: pd.DataFrame | None, align: pd.DataFrame | None,
     scaled = scaled or _schedule(results, hat, role)
     base = base or _schedule(results, dyn, role)
     df["ratio_predicted"] = _predicted(df.step.to_numpy(int), scaled, base, fan_in**-0.5)
-    df = drop_tail(df).assign(layer=layer, fan_in=fan_in, width_mult=dyn.width_mult.iloc[0], lr_base=eta,
-                              lr_scaled=hat.lr.iloc[0])
+    df = drop_tail(df).assign(layer=layer, fan_in=fan_in, width_mult=dyn.width_mult.iloc[0],
+                              lr_base=float(dyn.lr.iloc[0]), lr_scaled=float(hat.lr.iloc[0]))
     return df.reset_index(drop=True)
 
 
@@ -108,8 +112,8 @@ def plot_warmup_effect(df: pd.DataFrame | None, save_to: Path) -> Path | None:
     if df is None or df.empty:
         return skip(Path(save_to).stem, "no data")
     r = df.iloc[0]
-    labels = {"base": f"(η, λ): no μP, LR {r.lr_base:.3g}",
-              "scaled": f"(η/m, mλ): μP + independent WD, base LR {r.lr_scaled:.3g}"}
+    labels = {"base": f"μP + standard WD, base LR {r.lr_base:.3g}: hidden (η, λ), η = base/m",
+              "scaled": f"μP + independent WD, base LR {r.lr_scaled:.3g}: hidden (η/m, mλ)"}
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), sharex=True, constrained_layout=True)
         for run, color in (("base", "C0"), ("scaled", "C1")):

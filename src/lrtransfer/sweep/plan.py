@@ -56,10 +56,28 @@ class PlannedRun:
 
 
 def phase1(spec: SweepSpec) -> list[PlannedRun]:
-    """Phase 1: per arm, the global LR (every parameter) at the base width."""
+    """Phase 1: per arm, the global LR (every parameter) at the base width. The Figure 6 arms
+    (``warmup_arms``) have none: they share the frozen LR of `warmup_reference` (Appendix G.3.5)."""
     raw, grid = spec.base.raw(), spec.phase1_lrs or spec.lrs
     return [_planned(raw, 1, arm, overrides, 1.0, lr, lr, seed)
-            for arm, overrides in spec.arm_overrides().items() for lr in grid for seed in spec.seeds]
+            for arm, overrides in spec.arm_overrides().items() if arm not in spec.warmup_arms
+            for lr in grid for seed in spec.seeds]
+
+
+def frozen_lrs(spec: SweepSpec, picks: Mapping[str, float]) -> dict[str, float]:
+    """Phase 2's frozen LR per arm: its phase-1 pick; the warmup arms share the pick of
+    `warmup_reference` (G.3.5: one value for every arm of Figure 6). Arms without one are left out."""
+    frozen = dict(picks)
+    reference = warmup_reference(spec)
+    if reference in picks:
+        frozen.update(dict.fromkeys(spec.warmup_arms, picks[reference]))
+    return frozen
+
+
+def warmup_reference(spec: SweepSpec) -> str | None:
+    """The arm whose frozen LR the warmup arms share: ``independent`` if swept, else the first rule."""
+    rules = [r for r in spec.arm_overrides() if r not in spec.warmup_arms]
+    return "independent" if "independent" in rules else (rules[0] if rules else None)
 
 
 def phase2(spec: SweepSpec, fixed_lrs: Mapping[str, float | None]) -> list[PlannedRun]:
@@ -72,12 +90,21 @@ def phase2(spec: SweepSpec, fixed_lrs: Mapping[str, float | None]) -> list[Plann
 
 
 def dynamics(spec: SweepSpec, lr: float) -> list[PlannedRun]:
-    """The Figure 4/5/16 runs: no muP, standard weight decay and one LR `lr` for every parameter,
-    so (η, λ) is identical at every width."""
+    """The Figure 4/16 runs (Appendix G.3.3): no muP, standard weight decay and one LR `lr` for
+    every parameter, so (η, λ) is identical at every width."""
     overrides = {"optim.lr_scaling": "none", "optim.wd_scaling": "standard"}
     raw = spec.base.raw()
     return [_planned(raw, DYNAMICS, DYNAMICS_ARM, overrides, m, lr, lr, seed)
             for m in spec.widths for seed in spec.seeds]
+
+
+def figure5_partner(spec: SweepSpec, m: float, lr: float, fixed_lr: float | None) -> list[PlannedRun]:
+    """The independent run of the Figure 5 pair (Appendix G.3.4) at width m and base LR `lr` (the
+    standard arm's best over m: the same LR-WD product), with the independent arm's frozen LR. It
+    is a phase-2 run of that arm, shared with phase 2 when its LR is on the grid."""
+    overrides = spec.arm_overrides()["independent"]
+    return [_planned(spec.base.raw(), DYNAMICS, "independent", overrides, m, lr, fixed_lr, seed)
+            for seed in spec.seeds]
 
 
 def canonical(config: RunConfig) -> RunConfig:

@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from lrtransfer import store
-from lrtransfer.analysis.picks import phase1_picks
+from lrtransfer.analysis.picks import dynamics_lr, figure5_lrs, phase1_edges, phase1_picks
 from lrtransfer.config import RunConfig
 from lrtransfer.data import ensure_corpora
-from lrtransfer.sweep.plan import PlannedRun, dynamics, phase1, phase2, plan_frame, write_plan
+from lrtransfer.sweep.plan import (
+    PlannedRun,
+    dynamics,
+    figure5_partner,
+    frozen_lrs,
+    phase1,
+    phase2,
+    plan_frame,
+    write_plan,
+)
 from lrtransfer.sweep.spec import SweepSpec, dump_spec, load_spec
 from lrtransfer.sweep.tables import STORE_FILE, join_store
 from lrtransfer.sweep.tasks import Executor, Outcome, Task
@@ -34,6 +43,7 @@ class SweepReport:
     planned: list[PlannedRun] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. an arm left out of phase 2
+    warnings: list[str] = field(default_factory=list)  # e.g. a phase-1 pick at the edge of its grid
 
     @property
     def failures(self) -> dict[str, str]:
@@ -48,9 +58,10 @@ class SweepReport:
         """A few lines for the terminal."""
         count = {s: sum(o.status == s for o in self.outcomes) for s in store.STATUSES}
         unique = len({r.config_hash for r in self.planned})
-        lines = [f"{self.out}: {len(self.planned)} planned rows, {unique} distinct runs; this call trained "
-                 ", ".join(f"{n} {s}" for s, n in count.items())]
+        trained = ", ".join(f"{n} {s}" for s, n in count.items())
+        lines = [f"{self.out}: {len(self.planned)} planned rows, {unique} distinct runs; this call trained {trained}"]
         lines += [f"FAILED {h} {err}" for h, err in self.failures.items()] + self.notes
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -70,12 +81,12 @@ def run_sweep(spec: SweepSpec | Mapping[str, Any] | str | Path, out: str | Path,
         stage = _Stage(spec, out, store.open(out / STORE_FILE), ex, report)
         fixed: dict[str, float | None] = dict.fromkeys(spec.arm_overrides())
         if spec.protocol == "two_phase":
-            fixed = stage.pick(stage.run(phase1(spec), "phase 1"), "phase 2 (no finished phase-1 run)")
+            picked = stage.run(phase1(spec), "phase 1")
+            report.warnings += phase1_edges(picked)
+            fixed = frozen_lrs(spec, stage.pick(picked, "phase 2 (no finished phase-1 run)"))
         done = stage.run(phase2(spec, fixed), "phase 2")
         if spec.dynamics:
-            at_1x = done[(done["arm"] == "standard") & (done["width_mult"] == 1)]
-            if lr := stage.pick(at_1x, "dynamics (no finished standard run at 1×)").get("standard"):
-                stage.run(dynamics(spec, lr), "dynamics")
+            stage.run_dynamics(done, fixed)
     return report
 
 
@@ -96,6 +107,19 @@ class _Stage:
         ensure_corpora(r.config.data for r in runs if r.config_hash in tasks and isinstance(r.config, RunConfig))
         self.report.outcomes += self.executor.run(list(tasks.values()), label)
         return join_store(plan_frame(runs), self.db, self.out)
+
+    def run_dynamics(self, done, fixed: Mapping[str, float | None]) -> None:
+        """The dynamics stage: the no-muP runs at the standard arm's best (η, λ) at the widest width
+        after μP scaling (G.3.3) and the independent partner of the Figure 5 pair (G.3.4)."""
+        lr, pair = dynamics_lr(done), figure5_lrs(done)
+        if lr is None or pair is None:
+            self.report.notes.append("dynamics: not planned (no finished phase-2 standard run)")
+            return
+        m, _, partner_lr = pair
+        runs = dynamics(self.spec, lr)
+        if "independent" in self.spec.rules and "independent" in fixed:
+            runs += figure5_partner(self.spec, m, partner_lr, fixed["independent"])
+        self.run(runs, "dynamics")
 
     def pick(self, frame, missing: str) -> dict[str, float]:
         """The best LR per arm of `frame`; an arm with none is noted as `missing`."""

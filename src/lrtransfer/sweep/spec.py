@@ -133,7 +133,8 @@ class SweepSpec(Strict):
     seeds: list[Seed] = Field([0], min_length=1, description="Seeds (run.seed) of every point.")
     protocol: ProtocolName = Field("two_phase", description="two_phase (Appendix G.2) | one_phase.")
     phase1_lrs: list[LR] | None = Field(None, min_length=1, description="Global-LR grid of phase 1 (default: lrs).")
-    dynamics: bool = Field(False, description="Add the no-muP runs at the standard arm's best 1× LR (Fig 4, 5, 16).")
+    dynamics: bool = Field(False, description="Add the runs of Figures 4, 5, 16 at the standard arm's best "
+                           "(η, λ) at the widest width (Appendix G.3.3-4).")
     warmup_arms: list[str] = Field([], description="Arms of the Figure 6 comparison (extra warmups without muP).")
 
     @field_validator("lrs", "phase1_lrs", mode="before")
@@ -163,10 +164,12 @@ class SweepSpec(Strict):
     def _configs_resolve(self) -> SweepSpec:
         if not self.arm_overrides():
             raise ValueError("rules/arms: the sweep has no arm; give at least one rule or arm")
-        if self.dynamics and ("standard" not in self.rules or 1.0 not in self.widths):
-            raise ValueError("dynamics: needs 'standard' in rules and 1 in widths (its LR is their best at 1×)")
-        if unknown := [a for a in self.warmup_arms if a not in self.arm_overrides()]:
-            raise ValueError(f"warmup_arms: {unknown[0]!r} is not an arm of the sweep")
+        if self.dynamics and "standard" not in self.rules:
+            raise ValueError("dynamics: needs 'standard' in rules (its best LR at the widest width sets (η, λ))")
+        if unknown := [a for a in self.warmup_arms if a not in self.arms]:
+            raise ValueError(f"warmup_arms: {unknown[0]!r} is not one of the spec's arms")
+        if self.warmup_arms and len(self.warmup_arms) == len(self.arm_overrides()):
+            raise ValueError("warmup_arms: they share the frozen LR of a rule arm, so the sweep needs one")
         raw = _checked("base", self.base.raw)
         _checked("base", validate, raw)
         for arm, overrides in self.arm_overrides().items():
