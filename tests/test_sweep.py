@@ -4,6 +4,7 @@ resume, survive a SIGKILL, keep diverged runs and report failed ones."""
 from __future__ import annotations
 
 import signal
+import os
 import subprocess
 import sys
 import time
@@ -284,3 +285,23 @@ def test_resolved_spec_is_a_fixed_point():
     resolved = load_spec(yaml.safe_load(dump_spec(s)))
     assert dump_spec(resolved) == dump_spec(s) and resolved.base.inline["optim"]["lr"] == 0.01
     assert [r.config_hash for r in phase1(resolved)] == [r.config_hash for r in phase1(s)]
+
+
+def test_a_second_driver_on_one_folder_is_refused_and_a_killed_ones_lock_is_not_stale(tmp_path):
+    from lrtransfer.sweep.lock import SweepLocked, folder_lock
+
+    out = tmp_path / "sweep"
+    out.mkdir()
+    with folder_lock(out), pytest.raises(SweepLocked, match=rf"out: {out} is in use by another sweep driver \(pid"):
+        run_sweep(spec(), out, workers=1, progress=False)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lrtransfer.sweep.lock import folder_lock\n"
+                               f"with folder_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(SweepLocked, match=f"pid {holder.pid}"):
+        with folder_lock(out):
+            pass
+    holder.kill()
+    holder.wait()
+    with folder_lock(out):  # the kernel dropped the dead driver's lock: nothing to clean up
+        assert (out / "sweep.lock").read_text().startswith(f"pid {os.getpid()}")

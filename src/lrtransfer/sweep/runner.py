@@ -28,6 +28,7 @@ from lrtransfer.sweep.plan import (
     plan_frame,
     write_plan,
 )
+from lrtransfer.sweep.lock import folder_lock
 from lrtransfer.sweep.spec import SweepSpec, dump_spec, load_spec
 from lrtransfer.sweep.tables import STORE_FILE, join_store
 from lrtransfer.sweep.tasks import Executor, Outcome, Task
@@ -75,9 +76,14 @@ def run_sweep(spec: SweepSpec | Mapping[str, Any] | str | Path, out: str | Path,
     """
     spec, out = load_spec(spec), Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):
+        return _run(spec, out, _executor(executor, workers, threads, ray_address, progress))
+
+
+def _run(spec: SweepSpec, out: Path, executor: Executor) -> SweepReport:
     (out / "sweep.yaml").write_text(dump_spec(spec))
     report = SweepReport(out)
-    with _executor(executor, workers, threads, ray_address, progress) as ex:
+    with executor as ex:
         stage = _Stage(spec, out, store.open(out / STORE_FILE), ex, report)
         fixed: dict[str, float | None] = dict.fromkeys(spec.arm_overrides())
         if spec.protocol == "two_phase":
