@@ -66,7 +66,8 @@ DAMAGE = {
     "truncated": ("failed its checksum", lambda p, s: p.write_bytes(p.read_bytes()[:p.stat().st_size // 2])),
     "garbage": ("failed its checksum", lambda p, s: p.write_bytes(random.Random(0).randbytes(p.stat().st_size))),
     "empty": ("is empty", lambda p, s: p.write_bytes(b"")),
-    "no checksum": ("has no checksum (checkpoint.pt.sha256)", lambda p, s: (p.parent / "checkpoint.pt.sha256").unlink()),
+    "no checksum": ("has no checksum (checkpoint.pt.sha256)",
+                    lambda p, s: (p.parent / "checkpoint.pt.sha256").unlink()),
 }
 
 

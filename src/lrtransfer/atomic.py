@@ -13,9 +13,9 @@ JSON is strict (RFC 8259 has no NaN or Infinity): non-finite floats are written 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +44,18 @@ def write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
     return write_bytes(path, text.encode(encoding))
 
 
-def write_json(path: str | Path, obj: Any, *, indent: int | None = 2, default=None) -> Path:
-    """Write `obj` as strict JSON (non-finite floats as "nan"/"inf"/"-inf" strings) atomically.
-    `default` converts what JSON cannot hold, as in `json.dumps` (e.g. ``default=str``)."""
-    return write_text(path, jsonl.dumps(obj, indent=indent, default=default) + "\n")
+def write_json(path: str | Path, obj: Mapping[str, Any], *, indent: int | None = 2) -> Path:
+    """Write the dict `obj` as strict JSON (`jsonl.dumps`: keys sorted, non-finite floats as
+    "nan"/"inf"/"-inf" strings) atomically; a value JSON cannot hold raises a TypeError naming it."""
+    path = Path(path)
+    return write_text(path, jsonl.dumps(obj, path.name, indent=indent) + "\n")
 
 
 def read_json(path: str | Path) -> Any | None:
-    """The JSON value in `path`, with "nan"/"inf"/"-inf" strings read back as floats; None when the
-    file is missing, empty, half-written or not JSON — "not finished", never an exception."""
+    """The JSON value in `path`, with "nan"/"inf"/"-inf" strings read back as floats (`jsonl.loads`);
+    None when the file is missing, empty, half-written or not JSON — "not finished", never an exception."""
     try:
-        return jsonl.decode(json.loads(Path(path).read_bytes()))
+        return jsonl.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return None
 

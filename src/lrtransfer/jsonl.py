@@ -1,10 +1,10 @@
-"""JSON-lines streams that survive a kill, and the strict JSON every file of the tool is written in.
+"""Strict JSON for everything the tool writes: JSON-lines streams, the run store's columns, hashes.
 
-JSON has no NaN/inf, so they are written as "nan"/"inf"/"-inf" (the run store and `decode` parse
-them back), at any depth; nothing writes a bare ``NaN``. A stream holds one record per line; a
-reader keeps every complete record and skips any line that does not decode (one torn by a kill, or
-damaged), going on with the lines after it. An append after a torn last line starts a new line, so
-the torn fragment never swallows the next record.
+JSON has no NaN/inf, so they are written as "nan"/"inf"/"-inf" and `loads` parses them back.
+A JSON-lines stream survives a kill: one record per line, and a reader keeps every complete record,
+skipping any line that does not decode (torn by a kill, or damaged) and going on with the lines
+after it. An append after a torn last line starts a new line, so the fragment never swallows the
+next record.
 """
 
 from __future__ import annotations
@@ -12,43 +12,49 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+import numpy as np
+
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
-def strict(obj: Any) -> Any:
-    """`obj` with every non-finite float (at any depth of dicts, lists, tuples) as its string."""
-    if isinstance(obj, dict):
-        return {k: strict(v) for k, v in obj.items()}
+def jsonable(obj: Any, where: str = "value", canonical: bool = False) -> Any:
+    """Plain JSON values: numpy as Python, tuples as lists, non-finite floats as "nan"/"inf"/"-inf";
+    `canonical` also writes integral floats as ints (for hashing)."""
+    obj = obj.tolist() if isinstance(obj, (np.generic, np.ndarray)) else obj
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v, f"{where}.{k}", canonical) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [strict(v) for v in obj]
+        return [jsonable(v, f"{where}[{i}]", canonical) for i, v in enumerate(obj)]
     if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)  # "nan", "inf", "-inf"
-    return obj
+        return str(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return int(obj) if canonical and isinstance(obj, float) and obj.is_integer() else obj
+    raise TypeError(f"{where}: {type(obj).__name__} is not JSON-serialisable")
 
 
-def decode(obj: Any) -> Any:
-    """The inverse of `strict`: "nan"/"inf"/"-inf" strings (at any depth) back to floats."""
-    if isinstance(obj, dict):
-        return {k: decode(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [decode(v) for v in obj]
-    return NONFINITE.get(obj, obj) if isinstance(obj, str) else obj
+def dumps(obj: Mapping[str, Any], where: str = "value", canonical: bool = False, **kw: Any) -> str:
+    """Strict JSON of a dict, keys sorted (`jsonable`); extra keywords go to `json.dumps`."""
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"{where}: expected a dict, got {type(obj).__name__}")
+    return json.dumps(jsonable(obj, where, canonical), sort_keys=True, allow_nan=False, **kw)
 
 
-def dumps(obj: Any, **kwargs) -> str:
-    """Strict JSON text of `obj` (`json.dumps` keyword arguments pass through)."""
-    if kwargs.get("default") is not None:  # what `default` returns must be made strict too
-        fallback = kwargs["default"]
-        kwargs["default"] = lambda o: strict(fallback(o))
-    return json.dumps(strict(obj), allow_nan=False, **kwargs)
+def loads(text: str | None) -> Any:
+    """Parse `dumps` output back, "nan"/"inf"/"-inf" strings as floats; None for a non-string."""
+    def decode(obj: Any) -> Any:
+        if isinstance(obj, (dict, list)):
+            return {k: decode(v) for k, v in obj.items()} if isinstance(obj, dict) else [decode(v) for v in obj]
+        return _NONFINITE.get(obj, obj) if isinstance(obj, str) else obj
+    return decode(json.loads(text)) if isinstance(text, str) else None  # NULL may arrive as NaN from pandas
 
 
-def encode(record: dict[str, Any]) -> str:
-    """One line: the record as strict JSON."""
-    return dumps(record) + "\n"
+def encode(record: Mapping[str, Any]) -> str:
+    """One line: the record as strict JSON (`jsonable`), in its own key order."""
+    return json.dumps(jsonable(record, "record"), allow_nan=False) + "\n"
 
 
 def append(path: Path, records: Iterable[dict[str, Any]]) -> None:
