@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import multiprocessing as mp
 import pickle
@@ -232,3 +233,61 @@ def test_store_pickles_without_its_connection(db):
     clone = pickle.loads(pickle.dumps(db))
     clone.log_series(run_id, [(0, "x", 1.0)])
     assert db.series(run_id).value.tolist() == [1.0]
+
+
+# --- a damaged store: one line naming the file ------------------------------------------------------
+
+def _filled_store(path) -> bytes:
+    db = store.open(path)
+    for i in range(50):
+        db.log_series(db.start_run({"i": i}), [(s, "train_loss", 1.0) for s in range(200)])
+    db.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # fold the WAL into the file
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path.read_bytes()
+
+
+def _flip(data: bytes) -> bytes:
+    mid = len(data) // 2
+    return data[:mid] + bytes(b ^ 0xFF for b in data[mid:mid + 64]) + data[mid + 64:]
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda data: np.random.default_rng(0).bytes(len(data)), "file is not a database"),
+    (lambda data: data[: len(data) // 2], "database disk image is malformed"),
+    (lambda data: data[:50], "database disk image is malformed"),
+    (lambda data: b"SQLite format 3\0" + b"\0" * 100, "file is not a database"),
+    (_flip, "database disk image is malformed"),
+], ids=["garbage", "truncated", "header-only", "zeroed", "flipped"])
+def test_a_damaged_store_raises_one_line_naming_the_file(tmp_path, damage, reason):
+    path = tmp_path / "runs.db"
+    path.write_bytes(damage(_filled_store(path)))
+    for name in ("runs.db-wal", "runs.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(store.StoreError) as err:
+        db = store.open(path)  # a flipped page may only show when it is read
+        for run_id in db.runs().run_id:
+            db.series(run_id)
+    message = str(err.value)
+    assert message == f"store: {path} is not a readable run store ({reason}); move it away or pass --store"
+    assert "\n" not in message and isinstance(err.value, ValueError)
+
+
+def test_a_store_path_that_is_a_folder_or_under_a_file(tmp_path):
+    with pytest.raises(store.StoreError, match=f"^store: {tmp_path} is a folder; pass a file such as "):
+        store.open(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(store.StoreError, match=f"^store: cannot create the folder {tmp_path / 'file'} "):
+        store.open(tmp_path / "file" / "runs.db")
+
+
+def test_summary_json_in_the_store_is_strict(db):
+    run_id = db.start_run(CONFIG)
+    db.finish(run_id, "diverged", {"val_loss": math.nan, "final_train_loss": math.inf, "hist": [-math.inf, 1.0]})
+    with contextlib.closing(sqlite3.connect(db.path)) as conn:
+        text = conn.execute("SELECT summary FROM runs").fetchone()[0]
+
+    def refuse(token):
+        raise AssertionError(f"bare {token}")
+    assert json.loads(text, parse_constant=refuse) == {"val_loss": "nan", "final_train_loss": "inf",
+                                                       "hist": ["-inf", 1.0]}

@@ -3,8 +3,8 @@ resume, survive a SIGKILL, keep diverged runs and report failed ones."""
 
 from __future__ import annotations
 
-import signal
 import os
+import signal
 import subprocess
 import sys
 import time

@@ -1,13 +1,17 @@
 """Strict JSON for everything the tool writes: JSON-lines streams, the run store's columns, hashes.
 
 JSON has no NaN/inf, so they are written as "nan"/"inf"/"-inf" and `loads` parses them back.
-A JSON-lines stream survives a kill: one record per line, and a reader keeps every complete record.
+A JSON-lines stream survives a kill: one record per line, and a reader keeps every complete record,
+skipping any line that does not decode (torn by a kill, or damaged) and going on with the lines
+after it. An append after a torn last line starts a new line, so the fragment never swallows the
+next record.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,19 +60,30 @@ def encode(record: Mapping[str, Any]) -> str:
 def append(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """Append records and close (hence flush) the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write("".join(encode(r) for r in records))
+    text = "".join(encode(r) for r in records)
+    with path.open("ab+") as f:
+        if f.tell() and not _ends_with_newline(f):  # a kill tore the last line: leave it on its own
+            text = "\n" + text
+        f.write(text.encode())
 
 
 def read(path: str | Path) -> list[dict[str, Any]]:
-    """All complete records of a JSON-lines file ([] if it does not exist)."""
+    """All complete records of a JSON-lines file, in order ([] if it does not exist); lines that do
+    not decode to a JSON object are skipped."""
     path = Path(path)
     if not path.is_file():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+            row = json.loads(line)
+        except ValueError:  # a torn or damaged line (JSONDecodeError, UnicodeDecodeError)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
+
+
+def _ends_with_newline(f) -> bool:
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) == b"\n"

@@ -11,13 +11,12 @@ summary says finished while its store row does not.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lrtransfer import jsonl
+from lrtransfer import atomic, jsonl
 from lrtransfer.config import config_hash
 from lrtransfer.store import FAILED, FINISHED, RunStore
 
@@ -65,20 +64,15 @@ def write_streams(folder: str | Path, records: RunRecords) -> None:
 
 
 def write_summary(folder: Path, summary: Mapping[str, Any]) -> None:
-    """``summary.json`` as strict JSON, written atomically (a reader never sees half of it)."""
+    """``summary.json`` as strict JSON, written atomically and fsynced (a reader never sees half of
+    it; a full disk leaves the previous file, or none)."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{SUMMARY}.tmp"
-    tmp.write_text(jsonl.dumps(summary, "summary", indent=2))
-    os.replace(tmp, folder / SUMMARY)
+    atomic.write_json(folder / SUMMARY, summary)
 
 
 def read_summary(folder: str | Path) -> dict[str, Any] | None:
     """The folder's summary, or None when it has none or it cannot be read (not finished)."""
-    path = Path(folder) / SUMMARY
-    try:
-        summary = jsonl.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
+    summary = atomic.read_json(Path(folder) / SUMMARY)
     return summary if isinstance(summary, dict) else None
 
 

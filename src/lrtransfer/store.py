@@ -7,11 +7,14 @@ primary keys and INSERT OR REPLACE make re-logging after a resume idempotent. On
 process and thread, opened lazily; writes are BEGIN IMMEDIATE transactions with a 60 s busy timeout
 and retried while SQLite answers busy, so concurrent writers queue instead of failing. NaN is SQL
 NULL, read back as NaN; JSON columns hold non-finite floats as "nan"/"inf"/"-inf" (as run folders do).
+A file SQLite cannot read (not a database, damaged) or a path that is a folder raises `StoreError`,
+one line naming the file, from whichever call first meets it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import random
@@ -61,6 +64,26 @@ CREATE TABLE IF NOT EXISTS alignment (run_id INTEGER NOT NULL REFERENCES runs ON
 """
 
 
+class StoreError(ValueError):
+    """The store file cannot be used: not an SQLite database, damaged, a folder, or cannot be opened."""
+
+
+def _readable(method):
+    """Turn SQLite's "not a database" / "malformed" / "cannot open" errors into one `StoreError` line."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as err:
+            cause = err if isinstance(err, sqlite3.DatabaseError) else err.__cause__  # pandas wraps SQLite's
+            code = getattr(cause, "sqlite_errorcode", 0) & 0xFF
+            if code not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CANTOPEN):
+                raise
+            raise StoreError(f"store: {self.path} is not a readable run store ({cause}); "
+                             "move it away or pass --store") from None
+    return wrapper
+
+
 class RunAlreadyDone(RuntimeError):
     """`start_run` of a config whose run is already done or diverged (pass ``force=True``)."""
 
@@ -81,9 +104,15 @@ class RunStore:
         if str(path) == ":memory:":
             raise ValueError("path: an in-memory database cannot be shared between connections")
         self.path = Path(path).resolve()  # the only state: a store pickles into spawned workers
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise StoreError(f"store: {self.path} is a folder; pass a file such as {self.path / 'runs.db'}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"store: cannot create the folder {self.path.parent} ({err.strerror})") from None
         self._create_schema()
 
+    @_readable
     def start_run(self, config: Mapping[str, Any], sweep: str | None = None,
                   tags: Mapping[str, Any] | None = None, force: bool = False) -> int:
         """Insert a ``running`` run for `config` and return its run_id. A not-finished run of the same
@@ -108,6 +137,7 @@ class RunStore:
                        (now, sweep, tags_json, run_id))
             return run_id
 
+    @_readable
     def log_series(self, run_id: int, rows: Iterable[tuple[int, str, float]] | pd.DataFrame) -> None:
         """Record (step, name, value) rows, or a tidy DataFrame, in one transaction; re-logging replaces."""
         if isinstance(rows, pd.DataFrame):
@@ -116,6 +146,7 @@ class RunStore:
         with self._write(run_id) as db:
             db.executemany("INSERT OR REPLACE INTO series (run_id, name, step, value) VALUES (?, ?, ?, ?)", data)
 
+    @_readable
     def log_alignment(self, run_id: int, frame: pd.DataFrame | Iterable[Mapping[str, Any]]) -> None:
         """Record alignment records (a DataFrame or dicts): every column but the `ALIGN_KEYS` is a metric."""
         records = _columns(frame, ALIGN_KEYS, "frame").to_dict("records") if isinstance(frame, pd.DataFrame) else frame
@@ -130,6 +161,7 @@ class RunStore:
             db.executemany("INSERT OR REPLACE INTO alignment (run_id, step, layer, role, fan_in, fan_out, seq, metric,"
                            " value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", data)
 
+    @_readable
     def finish(self, run_id: int, status: str, summary: Mapping[str, Any]) -> None:
         """Mark a run done|diverged|failed with its summary; ``wall_s`` is the summary's, else start → now."""
         if status not in STATUSES:
@@ -143,6 +175,7 @@ class RunStore:
                        "wall_s = COALESCE(?, ? - started_at) WHERE run_id = ?",
                        (status, text, now := time.time(), *typed, now, run_id))
 
+    @_readable
     def find(self, config_hash: str) -> dict[str, Any] | None:
         """The run with this config hash as a dict (config, tags and summary decoded), or None."""
         cur = self._connection().execute("SELECT * FROM runs WHERE config_hash = ?", (config_hash,))
@@ -153,6 +186,7 @@ class RunStore:
         """Whether the run with this config hash is done or diverged."""
         return (self.find(config_hash) or {}).get("status") in FINISHED
 
+    @_readable
     def runs(self, sweep: str | None = None, config_columns: bool = False) -> pd.DataFrame:
         """One row per run (of `sweep` if given): run_id, config_hash, status, sweep, ``tag.*``, summary
         values (typed columns first), timings (UTC), wall_s, attempts, config JSON (or ``config.*``)."""
@@ -167,11 +201,13 @@ class RunStore:
                           df[list(SUMMARY_COLUMNS)], _flat(df.summary, "", (*df.columns, "status")),
                           df[["created_at", "started_at", "finished_at", "wall_s", "attempts"]], config], axis=1)
 
+    @_readable
     def config(self, run_id: int) -> dict[str, Any]:
         """The config a run was started with."""
         sql = "SELECT config FROM runs WHERE run_id = ?"
         return loads(self._connection().execute(sql, (self._check_run(run_id),)).fetchone()[0])
 
+    @_readable
     def series(self, run_id: int, names: str | Iterable[str] | None = None, wide: bool = False) -> pd.DataFrame:
         """Tidy (step, name, value) rows of a run, only `names` if given; `wide` pivots to step × name."""
         names = [names] if isinstance(names, str) else None if names is None else list(names)
@@ -186,6 +222,7 @@ class RunStore:
         out = df.pivot(index="step", columns="name", values="value")
         return out.reindex(columns=names or sorted(out.columns)).rename_axis(columns=None).reset_index()
 
+    @_readable
     def alignment(self, run_id: int) -> pd.DataFrame:
         """A run's alignment records, one row per (step, layer) in logged order: the `ALIGN_KEYS`, the
         `ALIGN_METRICS` (NaN where not logged), then any other metrics by name."""
@@ -237,6 +274,7 @@ class RunStore:
             raise KeyError(f"run_id: no run {run_id} in {self.path}")
         return run_id
 
+    @_readable
     def _create_schema(self) -> None:
         with self._write() as db:
             for statement in _SCHEMA.split(";")[:-1]:  # not executescript: it would COMMIT first

@@ -35,12 +35,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrtransfer import jsonl
+from lrtransfer import atomic, jsonl
 from lrtransfer.config import ObjectiveConfig, TrialConfig
 from lrtransfer.monitor import AlignmentMonitor, NullMonitor
 from lrtransfer.record import ALIGNMENT, CONFIG, METRICS, RunRecords, reconcile, record_run
 from lrtransfer.scaling import param_groups
 from lrtransfer.store import DIVERGED, DONE, FAILED, RunStore
+from lrtransfer.training import checkpoint
 from lrtransfer.training.loop import run as train_run
 from lrtransfer.training.runlog import MetricLog
 
@@ -133,16 +134,15 @@ class Trial:
     def save(self, state: dict[str, Any]) -> None:
         """Save the objective's own checkpoint (tensors, numbers, strings, containers of them);
         `load` in a resumed trial returns it and drops what was logged after it."""
-        tmp = self.folder / f"{STATE}.tmp"
-        torch.save({"state": state, "logged": len(self._log.rows), "recorded": self._recorded()}, tmp)
-        os.replace(tmp, self.folder / STATE)
+        saved = {"state": state, "step": len(self._log.rows), "logged": len(self._log.rows),
+                 "recorded": self._recorded()}
+        checkpoint.save_state(self.folder, saved, name=STATE)
 
     def load(self) -> dict[str, Any] | None:
         """The state of the last `save` of this trial (loaded with ``weights_only=True``), or None."""
-        path = self.folder / STATE
-        if not path.is_file():
+        saved = checkpoint.load(self.folder, name=STATE, keys=("state", "logged", "recorded"))
+        if saved is None:
             return None
-        saved = torch.load(path, map_location="cpu", weights_only=True)
         for row in self._previous[METRICS][: saved["logged"]]:
             self._log.write(row)
         self._kept_alignment = self._previous[ALIGNMENT][: saved["recorded"]]
@@ -182,7 +182,7 @@ def run_trial(config: ObjectiveConfig, folder: str | Path, *, store: RunStore | 
     except ValueError as err:
         raise ValueError(f"objective: {err}") from None
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CONFIG).write_text(_yaml(config))
+    atomic.write_text(folder / CONFIG, _yaml(config))
     run_id = None if store is None else store.start_run(config.to_dict(), sweep=sweep, force=True)
     trial = Trial(config, folder, phase=phase, arm=arm)
     seed_everything(config.run.seed)

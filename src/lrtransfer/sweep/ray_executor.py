@@ -49,7 +49,8 @@ class RayExecutor:
         if not tasks:
             return []
         self._start()
-        remote = self.ray.remote(num_cpus=self.threads, max_retries=0)(worker.train_detached)
+        # max_retries: Ray re-runs a task whose worker or node died (never one whose training raised)
+        remote = self.ray.remote(num_cpus=self.threads, max_retries=3)(worker.train_detached)
         db, pending, outcomes = store.open(tasks[0].store), {}, []
         with SweepProgress(label, tasks, self.workers, self.progress) as bar:
             for task in by_cost(tasks):

@@ -18,6 +18,7 @@ from lrtransfer import store
 from lrtransfer.analysis.picks import dynamics_lr, figure5_lrs, phase1_edges, phase1_picks
 from lrtransfer.config import RunConfig
 from lrtransfer.data import ensure_corpora
+from lrtransfer.sweep.lock import folder_lock
 from lrtransfer.sweep.plan import (
     PlannedRun,
     dynamics,
@@ -28,7 +29,6 @@ from lrtransfer.sweep.plan import (
     plan_frame,
     write_plan,
 )
-from lrtransfer.sweep.lock import folder_lock
 from lrtransfer.sweep.spec import SweepSpec, dump_spec, load_spec
 from lrtransfer.sweep.tables import STORE_FILE, join_store
 from lrtransfer.sweep.tasks import Executor, Outcome, Task

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from lrtransfer import atomic
 from lrtransfer.config import RunConfig, dump_yaml
 from lrtransfer.record import ALIGNMENT, CONFIG, METRICS, SUMMARY, RunRecords, reconcile, record_run
 from lrtransfer.store import DIVERGED, DONE, FAILED
@@ -68,10 +69,11 @@ def run(config: RunConfig, out: str | Path, *, store=None, sweep: str | None = N
 def _start(config: RunConfig, out: Path, store, sweep: str | None, tags: dict | None, force: bool) -> int | None:
     """Prepare the folder (emptied when forced), write its config, open the store row."""
     if force:
-        for name in (SUMMARY, checkpoint.CHECKPOINT, METRICS, ALIGNMENT):
+        for name in (SUMMARY, METRICS, ALIGNMENT):
             (out / name).unlink(missing_ok=True)
+        checkpoint.remove(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG).write_text(dump_yaml(config))
+    atomic.write_text(out / CONFIG, dump_yaml(config))
     return None if store is None else store.start_run(config.to_dict(), sweep=sweep, tags=tags, force=True)
 
 

@@ -6,10 +6,10 @@ are filled from them, not from reading the file back.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
+from lrtransfer import atomic
 from lrtransfer.jsonl import encode
 from lrtransfer.jsonl import read as read_jsonl
 
@@ -19,9 +19,7 @@ def truncate_from(path: Path, step: int) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     keep = [r for r in read_jsonl(path) if r.get("step", -1) < step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(encode(r) for r in keep))
-    os.replace(tmp, path)
+    atomic.write_text(path, "".join(encode(r) for r in keep))
     return keep
 
 
