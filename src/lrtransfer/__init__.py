@@ -4,6 +4,7 @@ The public API in one place:
 
 * `param_groups`, `parameter_roles` — width-aware LR and weight-decay rules (Eq 6-8) for any torch optimizer;
 * `AlignmentMonitor` — per-layer alignment diagnostics during training (Eq 2, 4);
+* `coord_check` — a coord check of a model builder across widths: activations, updates, √m (Eq 5), timescales;
 * `schedules` — LR multipliers, incl. the extra warmups of Eq 14-15;
 * `theory` — the analytic models of Appendices B, E, F (Eq 13, 27-39);
 * `train`, `RunConfig`, `resolve`, `store` — resumable single runs and the SQLite run store;
@@ -13,6 +14,7 @@ The public API in one place:
 from lrtransfer import schedules, store, theory
 from lrtransfer.analysis import best_lrs, verdicts
 from lrtransfer.config import RunConfig, resolve
+from lrtransfer.coord_check import coord_check
 from lrtransfer.monitor import AlignmentMonitor
 from lrtransfer.scaling import ParamInfo, param_groups, parameter_roles, role_hyperparams, split_groups
 from lrtransfer.sweep import results, run_sweep
@@ -25,6 +27,7 @@ __all__ = [
     "ParamInfo",
     "RunConfig",
     "best_lrs",
+    "coord_check",
     "param_groups",
     "parameter_roles",
     "resolve",
