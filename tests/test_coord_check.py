@@ -121,7 +121,9 @@ def test_a_layer_whose_init_ignores_width_is_flagged_and_only_that_layer(broken,
     assert flags.loc[broken, "activation"] == "grows"
     assert flags.loc[broken, "activation_slope"] > 0.4  # √m growth has slope 0.5
     assert (flags.drop(index=broken).activation.isin(["stable", "n/a"])).all(), flags.activation
-    assert f"{broken} (" in cc.text() and "activation grows with width" in cc.text()
+    lines = [x for x in cc.text().splitlines() if "activation grows with width" in x]
+    assert lines and all(x.startswith(f"{broken} (") for x in lines)
+    assert "one seed:" in cc.text()  # a single seed is said to be a single seed
 
 
 def test_alignment_ratio_at_step_0_follows_sqrt_m_where_eq5_holds():
