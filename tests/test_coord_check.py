@@ -199,6 +199,26 @@ def test_base_width_roles_are_read_off_a_wider_width():
     assert (base.lr == 1e-2).all()  # input LR is not divided by m
 
 
+def test_a_tied_readout_runs_and_reports_its_weight_once():
+    class Tied(nn.Module):
+        def __init__(self, width):
+            super().__init__()
+            self.emb = nn.Embedding(D_OUT, width)
+            self.hid = nn.Linear(width, width)
+            self.head = nn.Linear(width, D_OUT, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, tokens):
+            return self.head(torch.relu(self.hid(self.emb(tokens))))
+
+    tokens = torch.randint(0, D_OUT, (4, 8), generator=torch.Generator().manual_seed(0))
+    cc = check(Tied, widths=(16, 32), batches=(tokens, tokens.roll(1, dims=1)),
+               loss=lambda out, y: F.cross_entropy(out.flatten(0, 1), y.flatten()))
+    roles = cc.frame.groupby("layer").role.first()
+    assert roles.to_dict() == {"emb": "input", "hid": "hidden", "head": "none"}
+    assert set(cc.timescales.layer) == {"emb", "hid"}
+
+
 def test_a_diverged_width_is_reported_and_its_later_steps_dropped():
     good = data(batch=8)
 

@@ -68,9 +68,10 @@ def leaves(model: nn.Module, infos: Mapping) -> dict[str, tuple[nn.Module, str, 
     leaves = {}
     for name, module in model.named_modules():
         if name and not any(True for _ in module.children()):
-            params = [f"{name}.{p}" for p, _ in module.named_parameters(recurse=False)]
-            first = f"{name}.weight" if f"{name}.weight" in infos else (params[0] if params else None)
-            leaves[name] = (module, infos[first].role if first in infos else "none", first)
+            # A tied weight is listed once, under its first name: the other module reports none.
+            params = [f"{name}.{p}" for p, _ in module.named_parameters(recurse=False) if f"{name}.{p}" in infos]
+            first = f"{name}.weight" if f"{name}.weight" in params else (params[0] if params else None)
+            leaves[name] = (module, infos[first].role if first else "none", first)
     return leaves
 
 
