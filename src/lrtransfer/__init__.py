@@ -5,6 +5,7 @@ The public API in one place:
 * `param_groups`, `parameter_roles`, `describe_groups` — width-aware LR and weight-decay rules (Eq 6-8)
   for any torch optimizer, and the table of groups;
 * `AlignmentMonitor` — per-layer alignment diagnostics during training (Eq 2, 4);
+* `coord_check` — a coord check of a model builder across widths: activations, updates, √m (Eq 5), timescales;
 * `schedules` — LR multipliers, incl. the extra warmups of Eq 14-15;
 * `theory` — the analytic models of Appendices B, E, F (Eq 13, 27-39);
 * `train`, `RunConfig`, `resolve`, `store` — resumable single runs and the SQLite run store;
@@ -15,6 +16,7 @@ The public API in one place:
 from lrtransfer import schedules, store, theory
 from lrtransfer.analysis import best_lrs, verdicts
 from lrtransfer.config import RunConfig, resolve
+from lrtransfer.coord_check import coord_check
 from lrtransfer.monitor import AlignmentMonitor
 from lrtransfer.scaling import (
     ParamInfo,
@@ -39,6 +41,7 @@ __all__ = [
     "Trial",
     "TrialDiverged",
     "best_lrs",
+    "coord_check",
     "describe_groups",
     "param_groups",
     "parameter_roles",
