@@ -264,3 +264,23 @@ def test_bad_input_raises_one_value_error_naming_the_argument(kw, arg):
                    weight_decay=0.1, steps=3), **kw}
     with pytest.raises(ValueError, match=f"^{arg}: "):
         coord_check(**args)
+
+
+def test_check_of_a_sweep_spec_and_its_cli(tmp_path):
+    import subprocess
+    import sys
+
+    from lrtransfer.coord_check import coord_check_spec
+
+    spec = {"name": "tiny", "base": {"preset": "lm-tiny", "overrides": {"run.steps": 40}}, "widths": [1, 2],
+            "lrs": [1e-2], "rules": ["standard", "independent"]}
+    cc = coord_check_spec(spec, steps=6, every=3)
+    assert sorted(cc.frame["width"].unique()) == [32, 64] and cc.settings["wd_scaling"] == "independent"
+    assert cc.settings["planned_steps"] == 40 and "weight-decay timescales" in cc.text()
+    with pytest.raises(ValueError, match="arm: 'none' is not one of standard|independent"):
+        coord_check_spec(spec, arm="none")
+    (tmp_path / "spec.yaml").write_text(
+        "base: {objective: 'math:sqrt', base_width: 8}\nlrs: [0.01]\nwidths: [1, 2]\n")
+    run = subprocess.run([sys.executable, "-m", "lrtransfer.cli", "check", str(tmp_path / "spec.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "has no model builder here" in run.stderr and "Traceback" not in run.stderr

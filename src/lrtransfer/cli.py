@@ -110,6 +110,31 @@ def demo(
 
 
 @app.command()
+def check(
+    spec: Path = typer.Argument(..., help="Sweep spec YAML (docs/study.md) or a built-in study name."),
+    steps: int = typer.Option(200, min=1, help="Training steps per width."),
+    arm: str | None = typer.Option(None, help="The rule/arm to check (default: independent)."),
+    out: Path | None = typer.Option(None, help="Write the figure (PNG + CSV) and the frame (CSV) here."),
+) -> None:
+    """Coord check of the spec's model at its widths: activations and updates vs width, the √m of
+    Eq 5 and until when it holds, and the weight-decay timescales of the planned runs."""
+    from lrtransfer.config import ConfigError
+    from lrtransfer.coord_check import coord_check_spec
+    from lrtransfer.study import study_names, study_spec
+
+    try:
+        builtin = not spec.exists() and str(spec) in study_names()
+        result = coord_check_spec(study_spec(str(spec)) if builtin else spec, steps=steps, arm=arm)
+    except (ConfigError, ValueError) as err:
+        raise typer.BadParameter(str(err), param_hint="SPEC") from None
+    typer.echo(result.text())
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        result.frame.to_csv(out / "coord_check.csv", index=False)
+        typer.echo(f"figure: {result.plot(out / 'coord_check.png')}")
+
+
+@app.command()
 def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfer sweep/demo --out).")) -> None:
     """(Re)write the figures and report.html of a sweep folder from its run store."""
     from lrtransfer.study import write_study_report

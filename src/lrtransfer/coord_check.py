@@ -206,3 +206,33 @@ def _tidy(frames: list[pd.DataFrame]) -> pd.DataFrame:
     df = df[lead + [c for c in df.columns if c not in lead]]
     keys = ["width", "seed", "step"] if "step" in df else ["width"]
     return df.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def coord_check_spec(spec, steps: int = 200, every: int = 10, arm: str | None = None) -> CoordCheck:
+    """`coord_check` of a sweep spec's built-in model at the spec's widths (`lrtransfer check`).
+
+    The rule of ``arm`` (default: ``independent`` if swept, else the first arm), the base config's
+    LR, weight decay and data, and its planned length and schedule for the timescales. A spec of a
+    user objective has no model builder here: call `coord_check` with one from Python.
+    """
+    from lrtransfer.config import RunConfig, apply_overrides, validate
+    from lrtransfer.sweep.spec import load_spec, width_of
+
+    spec = load_spec(spec)
+    arms = spec.arm_overrides()
+    arm = arm or ("independent" if "independent" in arms else next(iter(arms)))
+    if arm not in arms:
+        raise ValueError(f"arm: {arm!r} is not one of {'|'.join(arms)}")
+    raw = apply_overrides(spec.base.raw(), arms[arm])
+    base = validate(raw)
+    if not isinstance(base, RunConfig):
+        raise ValueError("spec: base.objective names a user objective, which has no model builder here; call "
+                         "lrtransfer.coord_check(build, widths, ...) with your builder from Python")
+    widths = [width_of(base.model.base_width, m, "widths") for m in spec.widths]
+    configs = {w: validate(apply_overrides(raw, {"model.width": w})) for w in widths}
+    data, run, oc = base.data.build(), base.run, base.optim
+    return coord_check(lambda w: configs[w].model.build(), widths, base.model.base_width,
+                       lambda step: data.train_batch(step, run.batch_size, run.seed), data.loss,
+                       lr=oc.lr, weight_decay=oc.weight_decay, lr_scaling=oc.lr_scaling, wd_scaling=oc.wd_scaling,
+                       fixed_lr=oc.fixed_lr, steps=min(steps, run.steps), every=every, planned_steps=run.steps,
+                       schedule=base.lr_multipliers(), seed=run.seed)
