@@ -116,7 +116,7 @@ def write_study_report(dir: str | Path) -> tuple[Path, list[str]]:
         dir, title=f"LR transfer study: {yaml.safe_load(spec_yaml).get('name', dir.name)}",
         verdicts=table[[c for c in ("arm", "text", "grid_steps", "per_doubling", "max_regret") if c in table]],
         best=best, figures=figures, spec_yaml=spec_yaml, runs=results.drop(columns=["config"]),
-        notes=analysis.phase1_edges(results) + timescale_notes(results),
+        notes=analysis.phase1_edges(results) + refine_note(results, spec_yaml) + timescale_notes(results),
     )
     return path, list(table["text"]) if "text" in table else []
 
@@ -127,6 +127,17 @@ def theory_figures(out: Path) -> list[FigureInfo]:
     pngs = [p for p in paths if p.suffix == ".png"]
     return [FigureInfo(p.stem, p, p.with_suffix(".csv"), *THEORY_CAPTIONS[p.stem]) for p in pngs
             if p.stem in THEORY_CAPTIONS]
+
+
+def refine_note(results: pd.DataFrame, spec_yaml: str) -> list[str]:
+    """How many runs the refine stage added (phase-2 seeds beyond the spec's)."""
+    seeds = (yaml.safe_load(spec_yaml) or {}).get("seeds") or [0]
+    extra = results[(results["phase"].astype(str) == "2") & ~results["seed"].isin(seeds)]
+    if extra.empty:
+        return []
+    where = ", ".join(f"{arm} {m:g}×" for (arm, m), _ in extra.groupby(["arm", "width_mult"]))
+    return [f"The refine stage added {extra['config_hash'].nunique()} runs: more seeds at the LRs around the "
+            f"optimum where a verdict was inconclusive ({where})."]
 
 
 def timescale_notes(results: pd.DataFrame) -> list[str]:

@@ -72,3 +72,28 @@ def phase1_edges(results: pd.DataFrame) -> list[str]:
             notes.append(f"phase 1, arm {arm}: the best LR {lr:g} is the {side} of the phase-1 grid, so the LR "
                          f"frozen for phase 2 may be off; extend phase1_lrs {'down' if side == 'lowest' else 'up'}")
     return notes
+
+
+def refine_points(results: pd.DataFrame, verdict: str = "inconclusive") -> list[tuple[str, float, list[float]]]:
+    """Where one more seed can decide a verdict (the refine stage): for every arm whose verdict is
+    ``verdict``, at the base and the widest width, the grid LRs within one grid step of that
+    curve's grid optimum (finite ones). Returns ``(arm, m, lrs)`` per curve."""
+    from lrtransfer.analysis.transfer import lr_curves, verdict_table
+
+    best = best_lrs(results)
+    if best.empty:
+        return []
+    table = verdict_table(best)
+    curves = lr_curves(results)
+    points = []
+    for arm in table.loc[table.verdict == verdict, "arm"]:
+        b = best[best.arm == arm]
+        for m in sorted({b.width_mult.min(), b.width_mult.max()}):
+            c = curves[(curves.arm == arm) & (curves.width_mult == m)].sort_values("lr").reset_index(drop=True)
+            finite = np.isfinite(c.loss.to_numpy())
+            if not finite.any():
+                continue
+            i = int(np.argmin(np.where(finite, c.loss, np.inf)))
+            near = [float(c.lr[j]) for j in range(max(0, i - 1), min(len(c), i + 2)) if finite[j]]
+            points.append((arm, float(m), near))
+    return points

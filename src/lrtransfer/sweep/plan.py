@@ -9,7 +9,7 @@ A run is identified by its config hash only: rows whose configs are equal share 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -87,6 +87,14 @@ def phase2(spec: SweepSpec, fixed_lrs: Mapping[str, float | None]) -> list[Plann
     return [_planned(raw, 2, arm, overrides, m, lr, fixed_lrs[arm], seed)
             for arm, overrides in spec.arm_overrides().items() if arm in fixed_lrs
             for m in spec.widths for lr in spec.lrs for seed in spec.seeds]
+
+
+def refinement(spec: SweepSpec, arm: str, m: float, lrs: Sequence[float], seed: int,
+               fixed_lr: float | None) -> list[PlannedRun]:
+    """Phase-2 runs of one more ``seed`` at ``lrs`` of ``arm`` at width m (the refine stage: seeds
+    where they decide a verdict)."""
+    overrides = spec.arm_overrides()[arm]
+    return [_planned(spec.base.raw(), 2, arm, overrides, m, lr, fixed_lr, seed) for lr in lrs]
 
 
 def dynamics(spec: SweepSpec, lr: float) -> list[PlannedRun]:

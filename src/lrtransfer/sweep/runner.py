@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lrtransfer import store
-from lrtransfer.analysis.picks import dynamics_lr, figure5_lrs, phase1_edges, phase1_picks
+from lrtransfer.analysis.picks import dynamics_lr, figure5_lrs, phase1_edges, phase1_picks, refine_points
 from lrtransfer.config import RunConfig
 from lrtransfer.data import ensure_corpora
 from lrtransfer.sweep.lock import folder_lock
@@ -27,6 +27,7 @@ from lrtransfer.sweep.plan import (
     phase1,
     phase2,
     plan_frame,
+    refinement,
     write_plan,
 )
 from lrtransfer.sweep.spec import SweepSpec, dump_spec, load_spec
@@ -45,6 +46,7 @@ class SweepReport:
     outcomes: list[Outcome] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. an arm left out of phase 2
     warnings: list[str] = field(default_factory=list)  # e.g. a phase-1 pick at the edge of its grid
+    refined: int = 0  # runs the refine stage added
 
     @property
     def failures(self) -> dict[str, str]:
@@ -62,6 +64,7 @@ class SweepReport:
         trained = ", ".join(f"{n} {s}" for s, n in count.items())
         lines = [f"{self.out}: {len(self.planned)} planned rows, {unique} distinct runs; this call trained {trained}"]
         lines += [f"FAILED {h} {err}" for h, err in self.failures.items()] + self.notes
+        lines += [f"refine: {self.refined} runs added with more seeds"] if self.refined else []
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -91,6 +94,8 @@ def _run(spec: SweepSpec, out: Path, executor: Executor) -> SweepReport:
             report.warnings += phase1_edges(picked)
             fixed = frozen_lrs(spec, stage.pick(picked, "phase 2 (no finished phase-1 run)"))
         done = stage.run(phase2(spec, fixed), "phase 2")
+        if spec.refine:
+            done = stage.refine(fixed)
         if spec.dynamics:
             stage.run_dynamics(done, fixed)
     return report
@@ -113,6 +118,27 @@ class _Stage:
         ensure_corpora(r.config.data for r in runs if r.config_hash in tasks and isinstance(r.config, RunConfig))
         self.report.outcomes += self.executor.run(list(tasks.values()), label)
         return join_store(plan_frame(runs), self.db, self.out)
+
+    def refine(self, fixed: Mapping[str, float | None]):
+        """The refine stage (spec ``refine``): rounds of one more seed at the LRs around each
+        inconclusive arm's optimum at the base and widest widths, until every verdict is decisive,
+        ``refine`` rounds are done or ``refine_budget`` runs were added; all phase-2 results."""
+        budget, done = self.spec.refine_budget, self.phase2_results()
+        for k in range(self.spec.refine):
+            seed = max(self.spec.seeds) + 1 + k
+            runs = [r for arm, m, lrs in refine_points(done) if arm in fixed
+                    for r in refinement(self.spec, arm, m, lrs, seed, fixed[arm])][:budget]
+            if not runs:
+                break
+            budget -= len(runs)
+            self.report.refined += len(runs)
+            self.run(runs, f"refine {k + 1}")
+            done = self.phase2_results()
+        return done
+
+    def phase2_results(self):
+        planned = [r for r in self.report.planned if r.phase == 2]
+        return join_store(plan_frame(planned), self.db, self.out)
 
     def run_dynamics(self, done, fixed: Mapping[str, float | None]) -> None:
         """The dynamics stage: the no-muP runs at the standard arm's best (η, λ) at the widest width
