@@ -34,10 +34,23 @@ class _Images(HTMLParser):
 
 
 @pytest.mark.slow
-def test_tiny_study_writes_a_complete_report(tmp_path):
+def test_tiny_study_writes_a_complete_report(tmp_path, monkeypatch):
+    import lrtransfer.study as study
+
+    partial = []  # the early look: a report after every stage, marked partial, read as the sweep runs
+    def spy(out, stage):
+        write_partial(out, stage)
+        partial.append((stage, (Path(out) / "report.html").read_text()))
+
+    write_partial = study._partial
+    monkeypatch.setattr(study, "_partial", spy)
     result = run_study(TINY, tmp_path / "study", workers=2, progress=False)
     assert result.sweep.ok
+    assert [stage for stage, _ in partial] == ["phase 1", "phase 2", "dynamics"]
+    assert all("[partial]" in html and f"PARTIAL REPORT, written after {stage}" in html for stage, html in partial)
+    assert "figure1_transfer" not in partial[0][1] and "figure1_transfer" in partial[1][1]
     html = result.report.read_text()
+    assert "[partial]" not in html and "PARTIAL" not in html  # the final report replaces the partial ones
     parser = _Images()
     parser.feed(html)
     names = {Path(src).stem for src in parser.srcs}

@@ -71,7 +71,7 @@ def run_study(spec: str | Path | dict | sweep.SweepSpec, out: str | Path, *, wor
     if isinstance(spec, str) and spec in study_names():
         spec = study_spec(spec)
     done = sweep.run_sweep(spec, out, workers=workers, threads=threads, executor=executor,
-                           ray_address=ray_address, progress=progress)
+                           ray_address=ray_address, progress=progress, on_stage=lambda stage: _partial(out, stage))
     report, lines = write_study_report(out)
     return StudyResult(report, done, time.perf_counter() - t0, lines)
 
@@ -102,31 +102,51 @@ class Study:
                          ray_address=ray_address, progress=progress)
 
 
-def write_study_report(dir: str | Path) -> tuple[Path, list[str]]:
-    """Analyse the sweep in `dir` and write `dir/report.html`; returns it and the verdict lines."""
+def _partial(out: str | Path, stage: str) -> None:
+    """The early look: a report after each stage, marked partial; never stops the sweep."""
+    try:
+        write_study_report(out, partial=stage)
+    except Exception as err:  # a report of a half-done sweep may lack what a figure needs
+        log.warning("partial report after %s not written: %s: %s", stage, type(err).__name__, err)
+
+
+def write_study_report(dir: str | Path, partial: str | None = None) -> tuple[Path, list[str]]:
+    """Analyse the sweep in `dir` and write `dir/report.html`; returns it and the verdict lines.
+    ``partial``: the stage just finished, for a report written while the sweep runs (marked so)."""
     dir = Path(dir)
     results = sweep.results(dir)
     align = sweep.alignment(dir, results[results["status"].isin(FINISHED)])
     best = analysis.best_lrs(results)
-    table = analysis.verdict_table(best)
+    table = analysis.verdict_table(best) if not best.empty else pd.DataFrame(columns=["arm", "text"])
     spec_yaml = (dir / "sweep.yaml").read_text()
     warmup_arms = (yaml.safe_load(spec_yaml) or {}).get("warmup_arms") or []
     figures = write_study_figures(results, align, dir / "figures", warmup_arms) + theory_figures(dir / "figures")
+    name = (yaml.safe_load(spec_yaml) or {}).get("name", dir.name)
     path = write_report(
-        dir, title=f"LR transfer study: {yaml.safe_load(spec_yaml).get('name', dir.name)}",
+        dir, title=("[partial] " if partial else "") + f"LR transfer study: {name}",
         verdicts=table[[c for c in ("arm", "text", "grid_steps", "per_doubling", "max_regret") if c in table]],
         best=best, figures=figures, spec_yaml=spec_yaml, runs=results.drop(columns=["config"]),
-        notes=analysis.phase1_edges(results) + refine_note(results, spec_yaml) + timescale_notes(results),
+        notes=[*_partial_note(partial), *analysis.phase1_edges(results), *refine_note(results, spec_yaml),
+               *timescale_notes(results)],
     )
     return path, list(table["text"]) if "text" in table else []
 
 
 def theory_figures(out: Path) -> list[FigureInfo]:
-    """Figures 7 and 15 from `lrtransfer.theory`, as report figures."""
-    paths = write_theory_figures(out)
+    """Figures 7 and 15 from `lrtransfer.theory`, as report figures (computed once per folder:
+    they depend on the paper's constants only, and the partial reports of a sweep reuse them)."""
+    cached = [out / f"{name}.{ext}" for name in THEORY_CAPTIONS for ext in ("png", "csv")]
+    paths = cached if all(p.is_file() for p in cached) else write_theory_figures(out)
     pngs = [p for p in paths if p.suffix == ".png"]
     return [FigureInfo(p.stem, p, p.with_suffix(".csv"), *THEORY_CAPTIONS[p.stem]) for p in pngs
             if p.stem in THEORY_CAPTIONS]
+
+
+def _partial_note(stage: str | None) -> list[str]:
+    if stage is None:
+        return []
+    return [f"PARTIAL REPORT, written after {stage} ({time.strftime('%H:%M:%S')}): the sweep is still running; "
+            "later stages add runs, verdicts and figures. It is rewritten after every stage and when the sweep ends."]
 
 
 def refine_note(results: pd.DataFrame, spec_yaml: str) -> list[str]:

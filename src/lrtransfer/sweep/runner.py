@@ -9,12 +9,12 @@ run in flight resumes from its checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lrtransfer import store
+from lrtransfer import atomic, store
 from lrtransfer.analysis.picks import dynamics_lr, figure5_lrs, phase1_edges, phase1_picks, refine_points
 from lrtransfer.config import RunConfig
 from lrtransfer.data import ensure_corpora
@@ -71,23 +71,24 @@ class SweepReport:
 
 def run_sweep(spec: SweepSpec | Mapping[str, Any] | str | Path, out: str | Path, *, workers: int | None = None,
               threads: int = 1, executor: str = "local", ray_address: str | None = None,
-              progress: bool | None = None) -> SweepReport:
+              progress: bool | None = None, on_stage: Callable[[str], None] | None = None) -> SweepReport:
     """Run (or resume) the sweep `spec` in the folder `out`; see the module doc and docs/study.md.
 
     `workers` × `threads`: parallel runs × torch threads each (default: one 1-thread worker per
     core). `executor`: ``local`` (a process pool) or ``ray`` (`ray_address` joins a cluster).
+    `on_stage(label)` is called after each stage that trained something (e.g. a partial report).
     """
     spec, out = load_spec(spec), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out):
-        return _run(spec, out, _executor(executor, workers, threads, ray_address, progress))
+        return _run(spec, out, _executor(executor, workers, threads, ray_address, progress), on_stage)
 
 
-def _run(spec: SweepSpec, out: Path, executor: Executor) -> SweepReport:
-    (out / "sweep.yaml").write_text(dump_spec(spec))
+def _run(spec: SweepSpec, out: Path, executor: Executor, on_stage: Callable[[str], None] | None) -> SweepReport:
+    atomic.write_text(out / "sweep.yaml", dump_spec(spec))
     report = SweepReport(out)
     with executor as ex:
-        stage = _Stage(spec, out, store.open(out / STORE_FILE), ex, report)
+        stage = _Stage(spec, out, store.open(out / STORE_FILE), ex, report, on_stage)
         fixed: dict[str, float | None] = dict.fromkeys(spec.arm_overrides())
         if spec.protocol == "two_phase":
             picked = stage.run(phase1(spec), "phase 1")
@@ -108,6 +109,7 @@ class _Stage:
     db: store.RunStore
     executor: Executor
     report: SweepReport
+    on_stage: Callable[[str], None] | None = None
 
     def run(self, runs: list[PlannedRun], label: str):
         """Add `runs` to the plan, train the distinct ones not finished yet; their results rows."""
@@ -116,7 +118,10 @@ class _Stage:
         tasks = {r.config_hash: self._task(r) for r in runs if not self.db.is_finished(r.config_hash)}
         # fetch once, before the workers
         ensure_corpora(r.config.data for r in runs if r.config_hash in tasks and isinstance(r.config, RunConfig))
-        self.report.outcomes += self.executor.run(list(tasks.values()), label)
+        outcomes = self.executor.run(list(tasks.values()), label)
+        self.report.outcomes += outcomes
+        if outcomes and self.on_stage is not None:
+            self.on_stage(label)
         return join_store(plan_frame(runs), self.db, self.out)
 
     def refine(self, fixed: Mapping[str, float | None]):
