@@ -174,12 +174,16 @@ def test_layer_lrs_follow_the_scaling_rules():
     assert layer_lrs(std, "hidden")[1] == std.optim.weight_decay
 
 
-def test_warmup_prediction_is_eq39_for_constant_lrs():
+def test_warmup_prediction_counts_whole_steps_and_is_near_eq39_for_constant_lrs():
     eta, lam, m, rho0 = 4e-3, 0.1, 16, 0.05
     t = np.arange(3000)
     s = warmup_ratio_prediction((np.full(3000, eta / m), m * lam), (np.full(3000, eta), lam), rho0)
-    np.testing.assert_allclose(s, theory.warmup_effect(t, m, eta, lam, rho0), rtol=1e-9)
-    assert s[0] == pytest.approx(1 / m)
+    rho, rho_hat = theory.rms_trajectory(np.full(3000, eta), lam, rho0), theory.rms_trajectory(
+        np.full(3000, eta / m), m * lam, rho0)
+    whole = np.hypot(eta / m / rho_hat[:-1], eta * lam) / np.hypot(eta / rho[:-1], eta * lam)  # decay term ηλ alike
+    np.testing.assert_allclose(s, whole, rtol=1e-9)
+    np.testing.assert_allclose(s, theory.warmup_effect(t, m, eta, lam, rho0), rtol=0.01)  # λ = 0.1: Eq 39 within 1%
+    assert s[0] == pytest.approx(1 / m, rel=0.01)
 
 
 def test_a_missing_column_is_named():
