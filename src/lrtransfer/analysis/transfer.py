@@ -107,13 +107,14 @@ def best_lrs(results: pd.DataFrame, metric: str = "final_train_loss", phase: int
              noise: float = NOISE, draws: int = DRAWS, seed: int = 0) -> pd.DataFrame:
     """Best LR per (arm, width_mult): the fitted optimum with its 90% interval, and the transfer regret.
 
-    The optimum comes from `fit.fit_arm` (a cubic in log2 LR over up to 7 points around the minimum,
-    its cubic term shared by the arm's widths; a parametric bootstrap for the interval; ``noise`` is
-    one seed's loss std, used only where neither residuals nor seeds estimate it). Columns:
+    The optimum comes from `fit.fit_arm` (two asymmetric curve models in log2 LR over up to 7 points
+    around the minimum, averaged by how well they fit; a parametric bootstrap for the interval;
+    ``noise`` is one seed's loss std, used only where neither residuals nor seeds estimate it;
+    ``draws`` bootstrap samples, ``seed`` their random seed, so that a verdict is reproducible). Columns:
     ``arm, width_mult, [width,] n_lrs, grid_ratio`` (median ratio of neighbouring LRs), ``lr_grid,
     loss_grid`` (grid argmin of the seed-mean loss), ``lr_fit, lr_lo, lr_hi`` (fitted optimum and its
     90% interval), ``opt_sd`` (std of the optimum, octaves), ``loss_fit`` (fitted loss there), ``fit``
-    (a local minimum inside the fit window; False where an unstable LR or the window end bounds it),
+    (the optimum lies inside the fit window; False where an unstable LR or the window end bounds it),
     ``at_edge, extend`` (minimum at the grid edge: ``lr_fit, loss_fit`` are then the grid end's, no
     optimum is claimed and ``extend`` says which way: "lower" | "higher"), ``optimum_claimed``,
     ``n_fit`` (points fitted), ``n_seeds`` (fewest seeds at a stable LR), ``transfer_lr`` (the grid LR
