@@ -133,10 +133,10 @@ def _grid_rss(u, w, y, rs, vs) -> np.ndarray:
     grid, per column: ``len(rs) x len(vs) x columns``."""
     g = np.where(u < vs[:, None], rs[:, None, None], 1.0) * (u - vs[:, None]) ** 2  # r x v x points
     wn, yc = _centred(w, y)
-    flat = g.reshape(-1, len(u))  # matrix products (BLAS) over the (r, v) grid
-    gm = (flat @ wn).reshape(*g.shape[:2], -1)
-    var = ((flat * flat) @ wn).reshape(gm.shape) - gm**2
-    cov = (flat @ (wn * yc)).reshape(gm.shape)
+    # einsum, not BLAS: these products are small, and a threaded BLAS only contends on a busy machine
+    gm = np.einsum("rvp,pb->rvb", g, wn)
+    var = np.einsum("rvp,pb->rvb", g * g, wn) - gm**2
+    cov = np.einsum("rvp,pb->rvb", g, wn * yc)
     with np.errstate(divide="ignore", invalid="ignore"):
         explained = np.where((cov > 0) & (var > 0), cov**2 / var, 0.0)
     return w.sum(axis=0) * ((wn * yc**2).sum(axis=0) - explained)

@@ -244,9 +244,11 @@ def _next_step(r, rows: pd.DataFrame, tol: float) -> str:
         return f"a finer LR grid around {m.lr_fit:.2g} at {m.width_mult:g}× ({m.n_fit} stable points to fit)"
     margin = abs(abs(r.per_doubling) - tol)
     need = ends.n_seeds.min() * ((r.per_doubling_hi - r.per_doubling_lo) / 2 / max(margin, 1e-9)) ** 2
-    seeds = f"~{int(np.ceil(need))} seeds" if need <= 16 * ends.n_seeds.min() else "many more seeds (it lies near ±tol)"
+    now = int(ends.n_seeds.min())
     where = ", ".join(f"LRs {_lrs(e)} at {e.width_mult:g}×" for e in ends.itertuples())
-    return f"{seeds} (now {ends.n_seeds.min()}) at {where}"
+    if need > 16 * now:
+        return f"the shift lies near ±{tol:g}: even 16× the seeds (now {now}) at {where} may not decide it"
+    return f"~{int(np.ceil(need))} seeds (now {now}) at {where}"
 
 
 def _lrs(e) -> str:
