@@ -1,10 +1,11 @@
 """Analysis of a sweep: pure functions of the ``results`` and ``align`` frames (docs/study.md).
 
-* `transfer` — best LR per (arm, width) refined by a parabola in log2 LR, transfer regret,
-  optimum shift per width doubling and in grid steps, one-line verdicts (Figures 1, 6).
+* `transfer` — best LR per (arm, width) with its 90% interval, transfer regret, the optimum's
+  shift per width doubling with its interval, one-line verdicts (Figures 1, 6).
+* `fit` and `curve_models` — the fitted optimum of each curve and its bootstrap interval.
 * `dynamics` — layer order and roles, the representative layer, run progress, per-step LRs
   and the Eq 38 warmup prediction (Figure 5).
-* `picks` — the LRs the study picks from finished runs (phase 1's frozen LR, the dynamics LR).
+* `picks` — the LRs the study picks from finished runs (phase 1's frozen LR, the dynamics LR, refine).
 * `frames` — row selections and seed means shared with the figures.
 """
 
@@ -16,14 +17,27 @@ from lrtransfer.analysis.dynamics import (
     warmup_ratio_prediction,
     with_progress,
 )
+from lrtransfer.analysis.fit import NOISE, Curve, fit_arm, slope
 from lrtransfer.analysis.picks import base_best_lr, dynamics_lr, figure5_lrs, phase1_edges, phase1_picks
-from lrtransfer.analysis.transfer import best_lrs, lr_curves, optimum_shift, select_phase, verdict_table, verdicts
+from lrtransfer.analysis.transfer import (
+    TOLERANCE,
+    best_lrs,
+    lr_curves,
+    optimum_shift,
+    select_phase,
+    verdict_table,
+    verdicts,
+)
 
 __all__ = [
+    "NOISE",
+    "TOLERANCE",
+    "Curve",
     "base_best_lr",
     "best_lrs",
     "dynamics_lr",
     "figure5_lrs",
+    "fit_arm",
     "hidden_layers",
     "layer_lrs",
     "layer_order",
@@ -33,6 +47,7 @@ __all__ = [
     "phase1_picks",
     "representative_layer",
     "select_phase",
+    "slope",
     "verdict_table",
     "verdicts",
     "warmup_ratio_prediction",
