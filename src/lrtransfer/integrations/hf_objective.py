@@ -25,10 +25,12 @@ from pydantic import Field, ValidationError
 from lrtransfer.config import format_errors
 from lrtransfer.data import TextDataConfig
 from lrtransfer.integrations import transformers as hf  # first: a clear error when transformers is missing
+from lrtransfer.scaling import describe_groups
 from lrtransfer.schedules import lambda_lr
 from lrtransfer.strict import Strict
 from lrtransfer.trial import Trial
 
+GROUPS_FILE = "param_groups.csv"  # the table of parameter groups, in each trial's folder
 # Set by the objective from the trial and the data; a config that sets one is an error.
 SIZED = {"llama": ("hidden_size", "num_attention_heads", "num_key_value_heads", "vocab_size",
                    "max_position_embeddings"),
@@ -91,7 +93,8 @@ def model_config(p: CausalLMParams, width: int, base_width: int, vocab_size: int
 def causal_lm(trial: Trial) -> None:
     """Train an HF causal LM at ``trial.width`` on byte-level text; the study's objective.
 
-    Logs the train loss every step (and ``val_loss`` every ``eval_every``), records alignment
+    Writes the table of parameter groups (`describe_groups`) to ``param_groups.csv`` in the trial's
+    folder, logs the train loss every step (and ``val_loss`` every ``eval_every``), records alignment
     through ``trial.monitor``, saves model, optimizer, scheduler and RNG every ``checkpoint_every``
     steps and resumes from the last save; ends with ``trial.finish(val_loss=..., n_params=...)``.
     """
@@ -102,6 +105,7 @@ def causal_lm(trial: Trial) -> None:
     model = transformers.AutoModelForCausalLM.from_config(
         model_config(p, trial.width, trial.base_width, data.output_dim))
     opt = trial.config.optim.build(model, hf.reference(model, trial.base_width))  # Eq 6-8, the trial's rule
+    describe_groups(opt.param_groups).to_csv(trial.folder / GROUPS_FILE, index=False)  # name, role, m, lr, wd
     schedule = lambda_lr(opt, trial.config.lr_multipliers())
     monitor = trial.monitor(model, roles={n: g["role"] for g in opt.param_groups for n in g["param_names"]})
     start = resume(trial, model, opt, schedule)
