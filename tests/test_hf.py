@@ -417,3 +417,19 @@ def test_the_hf_llama_study_example_runs_tiny_and_reports(tmp_path):
     align = sweep.alignment(tmp_path / "study")
     assert set(align["width"]) == {32, 64} and len(set(align["layer"])) == 2 * 7 + 1  # every Linear of the llama
     assert {"figure1_transfer", "figure3_rrc"} <= {p.stem for p in (tmp_path / "study" / "figures").glob("*.png")}
+
+
+@pytest.mark.slow
+def test_causal_lm_trials_on_ray_workers_equal_local_ones(tmp_path):
+    pytest.importorskip("ray")  # the ray extra; Ray workers import the objective by its module path
+    base = causal_lm_config().to_dict()
+    spec = {"name": "ray", "base": {"objective": CAUSAL_LM, "base_width": 16, "params": base["params"],
+                                    "overrides": {"run.steps": 4, "run.final_window": 2, "monitor.every": 2}},
+            "widths": [1, 2], "lrs": [LR], "rules": ["independent"], "protocol": "one_phase"}
+    local = sweep.run_sweep(spec, tmp_path / "local", workers=1, progress=False)
+    remote = sweep.run_sweep(spec, tmp_path / "ray", executor="ray", workers=1, progress=False)
+    assert local.ok and remote.ok
+    columns = ["config_hash", "status", "final_train_loss", "val_loss"]
+    pd.testing.assert_frame_equal(sweep.results(tmp_path / "ray")[columns], sweep.results(tmp_path / "local")[columns])
+    assert set(sweep.results(tmp_path / "ray")["status"]) == {"done"}
+    assert (tmp_path / "ray" / "runs").is_dir() and len(sweep.alignment(tmp_path / "ray")) > 0
