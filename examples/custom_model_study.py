@@ -1,6 +1,6 @@
 """Does the LR transfer for *my* model, on *my* data, in *my* loop? An LR-transfer study of a custom model.
 
-    python examples/custom_model_study.py --out runs/mine           # the study, about 3 minutes on 2 cores
+    python examples/custom_model_study.py --out runs/mine           # the study, about 4 minutes on 2 cores
     python examples/custom_model_study.py --tiny --out /tmp/tiny   # a smoke run in seconds
     python examples/custom_model_study.py --csv mine.csv --target label --out runs/mine-csv
 
@@ -103,7 +103,8 @@ def main() -> None:
     csv = Path(args.csv).resolve() if args.csv else example_csv(out / "data.csv", 2_000 if args.tiny else 20_000)
     steps = 40 if args.tiny else args.steps
     study = lrtransfer.Study(
-        objective, base_width=32, params={"csv": str(csv), "target": args.target, "batch_size": 64},
+        objective, name="custom-model", base_width=32,
+        params={"csv": str(csv), "target": args.target, "batch_size": 64},
         widths=[1, 2] if args.tiny else [1, 2, 4, 8],
         lrs=[2e-3, 8e-3, 3.2e-2] if args.tiny else {"min": 1e-3, "max": 6.4e-2, "num": 7},
         phase1_lrs=[4e-3, 1.6e-2] if args.tiny else [5e-4, 2e-3, 8e-3, 3.2e-2],
