@@ -1,26 +1,37 @@
 """Hugging Face transformers: roles and param groups of PreTrainedModels, the monitor on GPT-2's Conv1D,
-and the Trainer callback against a plain loop. Every model is tiny and built from a config (never downloaded)."""
+the Trainer callback against a plain loop, and the ready study objective `causal_lm` (and its example YAML).
+Every model is tiny and built from a config (never downloaded)."""
 
 from __future__ import annotations
 
 import copy
+import math
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import transformers  # in the test extra: a missing install fails here rather than skipping
+import yaml
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 from transformers.pytorch_utils import Conv1D
 
 import lrtransfer
+from lrtransfer import jsonl, store, sweep
+from lrtransfer.config import validate
+from lrtransfer.data import TextDataConfig
+from lrtransfer.integrations import hf_objective as hfo
 from lrtransfer.integrations import transformers as hf
 from lrtransfer.models.llama import Llama
 from lrtransfer.models.llama import LlamaConfig as OurLlamaConfig
 from lrtransfer.monitor import AlignmentMonitor, read_records
+from lrtransfer.study import run_study
+from lrtransfer.trial import Trial, run_trial, seed_everything
 
 VOCAB, SEQ, LR, WD, FIXED_LR = 64, 8, 1e-2, 0.1, 2e-2
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def gpt2(width: int = 64, **kw) -> GPT2LMHeadModel:
@@ -283,3 +294,142 @@ def test_callback_resumed_run_keeps_the_records_up_to_its_checkpoint(tmp_path):
     again = read_records(tmp_path / hf.ALIGNMENT_FILE)
     assert again["step"].value_counts().sort_index().to_dict() == {1: 15, 2: 15, 3: 15, 4: 15}
     pd.testing.assert_frame_equal(again, first, rtol=1e-6)  # the same steps on the same batches and weights
+
+
+# ---------------------------------------------------------------- the ready objective: causal_lm
+
+CAUSAL_LM = "lrtransfer.integrations.transformers:causal_lm"
+RULES = dict(lr=LR, weight_decay=WD, fixed_lr=FIXED_LR, wd_scaling="independent")
+
+
+def causal_lm_config(model_type: str = "llama", width: int = 32, steps: int | None = 8, params: dict | None = None):
+    """A trial of `causal_lm` at ``width`` on a 16-wide base, trained on this file's bytes (fast to load)."""
+    return validate({
+        "objective": CAUSAL_LM, "model": {"width": width, "base_width": 16},
+        "params": {"model_type": model_type, "config": {"num_hidden_layers": 1}, "corpus": "files",
+                   "paths": [__file__], "seq_len": 16, "batch_size": 4, "val_tokens": 256, **(params or {})},
+        "optim": RULES, "monitor": {"every": 3, "sample": 0.5}, "run": {"steps": steps, "final_window": 3}})
+
+
+@pytest.mark.parametrize("model_type, sizes", [
+    ("llama", {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 16,
+               "intermediate_size": 192, "vocab_size": 256, "max_position_embeddings": 16}),
+    ("gpt2", {"n_embd": 64, "n_head": 4, "n_inner": None, "vocab_size": 256, "n_positions": 16, "resid_pdrop": 0.0}),
+])
+def test_causal_lm_builds_the_config_at_the_trial_width_with_head_dim_fixed(model_type, sizes):
+    p = hfo.parse_params({"model_type": model_type, "config": {"num_hidden_layers": 3}, "seq_len": 16})
+    config = hfo.model_config(p, width=64, base_width=32, vocab_size=256)
+    assert {k: getattr(config, k) for k in sizes} == sizes and config.num_hidden_layers == 3
+    base = hfo.model_config(p, width=32, base_width=32, vocab_size=256)
+    assert hf.base_config(config, 32).to_dict() == base.to_dict()  # the same model family at two widths
+
+
+def plain_training(config, steps: int) -> list[float]:
+    """What causal_lm should do, written out: hf.param_groups + AdamW + lambda_lr + the text batches."""
+    p, seed = hfo.parse_params(config.params), config.run.seed
+    data = TextDataConfig(corpus="files", paths=p.paths, seq_len=p.seq_len, val_tokens=p.val_tokens).build()
+    seed_everything(seed)
+    model = transformers.AutoModelForCausalLM.from_config(hfo.model_config(p, config.model.width, 16, 256))
+    opt = torch.optim.AdamW(hf.param_groups(model, 16, **RULES), betas=(0.9, 0.95))
+    sched = lrtransfer.schedules.lambda_lr(opt, lambda t: lrtransfer.schedules.warmup_linear_decay(t, total=steps))
+    losses = []
+    for step in range(steps):
+        x, y = data.train_batch(step, p.batch_size, seed)
+        loss = nn.functional.cross_entropy(model(input_ids=x).logits.flatten(0, 1), y.flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        sched.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_causal_lm_trial_trains_like_a_plain_loop_and_is_recorded(tmp_path, model_type):
+    db = store.open(tmp_path / "runs.db")
+    config = causal_lm_config(model_type)
+    summary = run_trial(config, tmp_path / "run", store=db).summary
+    losses = [r["train_loss"] for r in jsonl.read(tmp_path / "run" / "metrics.jsonl")]
+    assert summary["status"] == "done" and summary["steps"] == 8 and math.isfinite(summary["val_loss"])
+    assert losses == plain_training(config, 8)  # the same groups, schedule, batches and loss, bit for bit
+    assert summary["final_train_loss"] == pytest.approx(sum(losses[-3:]) / 3)
+    groups = pd.read_csv(tmp_path / "run" / hfo.GROUPS_FILE).set_index("name")
+    hidden = groups[groups["role"] == "hidden"]
+    assert len(hidden) == (7 if model_type == "llama" else 4)
+    assert (hidden["lr"] == LR / 2).all() and (hidden["weight_decay"] == WD * 2).all()  # η/m, mλ (Eq 6, 8)
+    assert (groups.loc[groups["role"] == "input", "lr"] == FIXED_LR).all()
+    align = db.alignment(db.find(config.hash())["run_id"])
+    assert sorted(set(align["step"])) == [0, 3, 6]
+    roles = align.drop_duplicates("layer").set_index("layer")["role"]
+    if model_type == "gpt2":  # the Conv1D blocks are measured; the readout is the tied embedding
+        assert roles["transformer.h.0.attn.c_attn"] == "hidden" and roles["lm_head"] == "input"
+    else:
+        assert roles["model.layers.0.self_attn.q_proj"] == "hidden" and roles["lm_head"] == "output"
+
+
+def test_causal_lm_resumes_from_its_checkpoint_bit_identical(tmp_path, monkeypatch):
+    clean = run_trial(causal_lm_config(steps=10, params={"checkpoint_every": 4}), tmp_path / "clean").summary
+    log = Trial.log
+
+    def killed_at_step_6(self, step, loss, **metrics):  # a kill between the step-4 and step-8 checkpoints
+        log(self, step, loss, **metrics)
+        if step == 6:
+            raise KeyboardInterrupt
+
+    db = store.open(tmp_path / "runs.db")
+    config = causal_lm_config(steps=10, params={"checkpoint_every": 4})
+    monkeypatch.setattr(Trial, "log", killed_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(config, tmp_path / "run", store=db)
+    monkeypatch.setattr(Trial, "log", log)
+    resumed = run_trial(config, tmp_path / "run", store=db).summary
+    rows = jsonl.read(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(10))  # steps 4-6 were dropped and trained again
+    assert rows == jsonl.read(tmp_path / "clean" / "metrics.jsonl")
+    assert (resumed["final_train_loss"], resumed["val_loss"]) == (clean["final_train_loss"], clean["val_loss"])
+
+
+@pytest.mark.parametrize("params, steps, message", [
+    ({"model_type": "bert"}, 8, "params.model_type: Input should be 'llama' or 'gpt2'"),
+    ({"config": {"num_hiden_layers": 1}}, 8, "params.config.num_hiden_layers: not a field of LlamaConfig"),
+    ({"config": {"hidden_size": 64}}, 8, "params.config.hidden_size: is set from the trial's width"),
+    ({"model_type": "gpt2", "config": {"n_head": 2}}, 8, "params.config.n_head: is set from the trial's width"),
+    ({"steps": 300}, 8, "params.steps: Extra inputs are not permitted"),
+    ({"config": {"head_dim": 12}}, 8, "base_width: 16 is not a multiple of head_dim 12"),
+    ({}, None, "run.steps: causal_lm needs the run's length"),
+])
+def test_causal_lm_bad_params_fail_the_trial_naming_the_field(tmp_path, params, steps, message):
+    summary = run_trial(causal_lm_config(steps=steps, params=params), tmp_path / "run").summary
+    assert summary["status"] == "failed" and message in summary["error"], summary["error"]
+
+
+@pytest.mark.slow
+def test_the_hf_llama_study_example_runs_tiny_and_reports(tmp_path):
+    spec = yaml.safe_load((EXAMPLES / "hf_llama_study.yaml").read_text())
+    assert spec["base"]["objective"] == CAUSAL_LM and spec["base"]["params"]["model_type"] == "llama"
+    spec["base"]["params"].update(seq_len=32, batch_size=8)
+    spec["base"]["overrides"].update({"run.steps": 20, "run.final_window": 5, "monitor.every": 5})
+    spec.update(widths=[1, 2], lrs=[4e-3, 1.6e-2], phase1_lrs=[4e-3, 1.6e-2])
+    result = run_study(spec, tmp_path / "study", workers=2, progress=False)
+    df = sweep.results(tmp_path / "study")
+    assert set(df["status"]) == {"done"} and result.report.is_file()
+    assert sorted(line.split(":")[0] for line in result.verdicts) == ["independent", "standard"]
+    align = sweep.alignment(tmp_path / "study")
+    assert set(align["width"]) == {32, 64} and len(set(align["layer"])) == 2 * 7 + 1  # every Linear of the llama
+    assert {"figure1_transfer", "figure3_rrc"} <= {p.stem for p in (tmp_path / "study" / "figures").glob("*.png")}
+
+
+@pytest.mark.slow
+def test_causal_lm_trials_on_ray_workers_equal_local_ones(tmp_path):
+    pytest.importorskip("ray")  # the ray extra; Ray workers import the objective by its module path
+    base = causal_lm_config().to_dict()
+    spec = {"name": "ray", "base": {"objective": CAUSAL_LM, "base_width": 16, "params": base["params"],
+                                    "overrides": {"run.steps": 4, "run.final_window": 2, "monitor.every": 2}},
+            "widths": [1, 2], "lrs": [LR], "rules": ["independent"], "protocol": "one_phase"}
+    local = sweep.run_sweep(spec, tmp_path / "local", workers=1, progress=False)
+    remote = sweep.run_sweep(spec, tmp_path / "ray", executor="ray", workers=1, progress=False)
+    assert local.ok and remote.ok
+    columns = ["config_hash", "status", "final_train_loss", "val_loss"]
+    pd.testing.assert_frame_equal(sweep.results(tmp_path / "ray")[columns], sweep.results(tmp_path / "local")[columns])
+    assert set(sweep.results(tmp_path / "ray")["status"]) == {"done"}
+    assert (tmp_path / "ray" / "runs").is_dir() and len(sweep.alignment(tmp_path / "ray")) > 0

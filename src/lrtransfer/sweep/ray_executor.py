@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lrtransfer import store
-from lrtransfer.config import RunConfig, dump_yaml
+from lrtransfer.config import dump_yaml, validate
 from lrtransfer.record import CONFIG, RunRecords, reconcile, record_run, write_streams
 from lrtransfer.sweep import worker
 from lrtransfer.sweep.progress import SweepProgress
@@ -71,7 +71,7 @@ class RayExecutor:
         """Write a finished task's run folder and store rows (a failed task is recorded `failed`)."""
         folder = Path(task.folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG).write_text(dump_yaml(RunConfig.model_validate(task.config)))
+        (folder / CONFIG).write_text(dump_yaml(validate(task.config)))  # a RunConfig or an ObjectiveConfig
         try:
             records: RunRecords = self.ray.get(ref)
         except self.ray.exceptions.RayError as err:
