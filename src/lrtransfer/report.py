@@ -29,10 +29,16 @@ PAPER = ("Kosson, Welborn, Liu, Jaggi and Chen (2025), <em>Weight decay may matt
 INTRO = f"""This report is a learning-rate transfer study after {PAPER}. The base learning rate
 is swept at several widths under each arm (a weight-decay rule, or another named variant). The LR
 <em>transfers</em> when the LR that is best at the base width is still (near) best at every wider
-width. Read the verdicts first: <em>regret</em> is the extra loss paid by reusing the base-width
-best LR at a wider width, and the <em>shift</em> counts grid steps the optimum moves per width
-doubling. Then check the figures: loss-vs-LR curves whose minima line up across widths mean the LR
-transfers. Runs that diverged are marked in the run table."""
+width. Read the verdicts first. The <em>shift</em> is the slope of log2(best LR) against
+log2(width multiplier) over all widths, in octaves per width doubling, with its 90% interval from
+the fitted optima's bootstrap; <em>regret</em> is the extra loss paid by reusing the base-width best
+LR at a wider width, with its interval. An arm <em>transfers</em> when the whole shift interval lies
+within the tolerance (±0.25 octaves per doubling) and the regret is within the noise; it <em>does not
+transfer</em> when the interval lies entirely outside; otherwise it is <em>inconclusive</em>, and the
+verdict table says the cheapest next step: more seeds at the LRs named (the sweep's <code>refine</code>
+stage adds them) or a finer LR grid. Then check the figures: loss-vs-LR curves whose minima (stars,
+with their intervals) line up across widths mean the LR transfers. Runs that diverged are marked in
+the run table."""
 
 CSS = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;

@@ -27,6 +27,8 @@ from lrtransfer.trial import objective_ref
 
 log = logging.getLogger("lrtransfer.study")
 
+VERDICT_COLUMNS = ("arm", "verdict", "per_doubling", "per_doubling_lo", "per_doubling_hi", "max_regret", "regret_lo",
+                   "regret_hi", "next_step", "text")
 THEORY_CAPTIONS = {
     "figure7_extra_warmup": (
         "Additional warmup factors (Figure 7, Eq 14-15)",
@@ -124,7 +126,7 @@ def write_study_report(dir: str | Path, partial: str | None = None) -> tuple[Pat
     name = (yaml.safe_load(spec_yaml) or {}).get("name", dir.name)
     path = write_report(
         dir, title=("[partial] " if partial else "") + f"LR transfer study: {name}",
-        verdicts=table[[c for c in ("arm", "text", "grid_steps", "per_doubling", "max_regret") if c in table]],
+        verdicts=table[[c for c in VERDICT_COLUMNS if c in table]],
         best=best, figures=figures, spec_yaml=spec_yaml, runs=results.drop(columns=["config"]),
         notes=[*_partial_note(partial), *analysis.phase1_edges(results), *refine_note(results, spec_yaml),
                *timescale_notes(results)],

@@ -29,9 +29,10 @@ def transfer_data(results: pd.DataFrame | None, arms: list[str] | None = None, m
 
     Default arms: every arm except the ``warmup_arms`` of Figure 6, weight-decay rules first.
     Columns: ``arm, width_mult, [width,] lr, loss`` (seed mean, inf if unstable), ``loss_std,
-    n_seeds, n_unstable, unstable``, and per curve ``opt_lr, opt_loss, opt_fit, opt_at_edge,
-    transfer_lr`` (the grid LR best at the arm's smallest width), and per arm ``m_min, m_max,
-    grid_steps, verdict, max_regret`` (`analysis.verdict_table`).
+    n_seeds, n_unstable, unstable``, and per curve ``opt_lr, opt_lo, opt_hi`` (the fitted
+    optimum and its 90% interval), ``opt_loss, opt_fit, opt_at_edge, opt_claimed, transfer_lr``
+    (the grid LR best at the arm's smallest width), and per arm ``m_min, m_max, per_doubling,
+    per_doubling_lo, per_doubling_hi, verdict, max_regret`` (`analysis.verdict_table`).
     """
     if results is None or results.empty or metric not in results or "phase" not in results:
         return skip(figure, f"no results with a {metric!r} column")
@@ -42,10 +43,12 @@ def transfer_data(results: pd.DataFrame | None, arms: list[str] | None = None, m
     if curves.empty:
         return skip(figure, f"no phase-{phase} runs of arms {list(arms)}")
     best = best_lrs(results[results.arm.isin(arms)], metric, phase)
-    verdict = verdict_table(best)[["arm", "m_min", "m_max", "grid_steps", "verdict", "max_regret"]]
-    opt = best.rename(columns={"lr_fit": "opt_lr", "loss_fit": "opt_loss", "fit": "opt_fit",
-                               "at_edge": "opt_at_edge"})[["arm", "width_mult", "opt_lr", "opt_loss", "opt_fit",
-                                                           "opt_at_edge", "transfer_lr"]]
+    verdict = verdict_table(best)[["arm", "m_min", "m_max", "per_doubling", "per_doubling_lo", "per_doubling_hi",
+                                   "grid_steps", "verdict", "max_regret"]]
+    opt = best.rename(columns={"lr_fit": "opt_lr", "lr_lo": "opt_lo", "lr_hi": "opt_hi", "loss_fit": "opt_loss",
+                               "fit": "opt_fit", "at_edge": "opt_at_edge", "optimum_claimed": "opt_claimed"})
+    opt = opt[["arm", "width_mult", "opt_lr", "opt_lo", "opt_hi", "opt_loss", "opt_fit", "opt_at_edge", "opt_claimed",
+               "transfer_lr"]]
     df = curves.merge(opt, on=["arm", "width_mult"], how="left").merge(verdict, on="arm", how="left")
     df["unstable"] = ~np.isfinite(df["loss"])
     order = {a: i for i, a in enumerate(_ordered(arms))}
@@ -97,7 +100,7 @@ def plot_transfer(df: pd.DataFrame | None, save_to: Path, title: str | None = No
             ax.set_visible(False)
         for ax in axes[:, 0]:
             ax.set_ylabel("final train loss")
-        _legend(axes.flat[0], df, colors)
+        _legend(fig, df, colors)
         fig.suptitle(title or "Final loss vs base LR per width: does the optimum stay put?")
         return save(fig, df, save_to)
 
@@ -114,14 +117,19 @@ def _panel(ax: plt.Axes, d: pd.DataFrame, colors: dict, ylim: tuple[float, float
         ax.plot(c.lr[above], np.full(above.sum(), row), "^", color=col, ms=6, transform=top, mfc="none")
         o = c.iloc[0]
         if np.isfinite(o.opt_loss):
+            claimed = bool(o.opt_claimed) and not o.opt_at_edge
+            if claimed and np.isfinite(o.opt_lo) and np.isfinite(o.opt_hi):  # the optimum's 90% interval
+                ax.errorbar(o.opt_lr, o.opt_loss, xerr=[[o.opt_lr - o.opt_lo], [o.opt_hi - o.opt_lr]], color=col,
+                            lw=1.6, capsize=4, zorder=4)
             ax.plot(o.opt_lr, o.opt_loss, "*", ms=15, mec="k", mew=0.8, color=col, zorder=5,
-                    mfc="white" if o.opt_at_edge else col)
+                    mfc=col if claimed else "white")
     base = d[d.width_mult == d.width_mult.min()].transfer_lr.dropna()
     if len(base):
         ax.axvline(base.iloc[0], color="gray", ls=":", lw=1.3)
     r = d.iloc[0]
-    finite = np.isfinite(r.grid_steps)
-    moved = f"optimum {signed(r.grid_steps)} grid steps {r.m_min:g}×→{r.m_max:g}×: " if finite else ""
+    finite = np.isfinite(r.per_doubling)
+    moved = (f"{signed(r.per_doubling, 2)} octaves/doubling (90% CI {signed(r.per_doubling_lo, 2)}…"
+             f"{signed(r.per_doubling_hi, 2)}): " if finite else "")
     ax.set_title(f"{ARM_LABELS.get(r.arm, r.arm)}\n{moved}{r.verdict}", fontsize=10)
     ax.set(xscale="log", xlabel="base LR η (before width scaling)", ylim=ylim)
     _lr_ticks(ax, d.lr.unique())
@@ -135,12 +143,13 @@ def _lr_ticks(ax: plt.Axes, lrs: np.ndarray) -> None:
     ax.xaxis.set_minor_formatter(mticker.NullFormatter())
 
 
-def _legend(ax: plt.Axes, df: pd.DataFrame, colors: dict) -> None:
+def _legend(fig: plt.Figure, df: pd.DataFrame, colors: dict) -> None:
     widths = df.groupby("width_mult")["width"].first() if "width" in df else None
     handles = [Line2D([], [], color=c, marker="o", ms=4, label=width_label(m, None if widths is None else widths[m]))
                for m, c in colors.items()]
-    handles += [Line2D([], [], ls="none", marker="*", ms=12, mfc="gray", mec="k", label="fitted optimum"),
+    handles += [Line2D([], [], ls="-", marker="*", ms=12, mfc="gray", mec="k", color="gray",
+                       label="fitted optimum, 90% interval (hollow: none claimed)"),
                 Line2D([], [], ls="none", marker="x", ms=7, mew=2, color="gray", label="diverged / failed (top)"),
                 Line2D([], [], ls="none", marker="^", ms=6, mfc="none", color="gray", label="above the axis"),
                 Line2D([], [], color="gray", ls=":", label="best LR at smallest width")]
-    ax.legend(handles=handles, loc="lower left", framealpha=0.85)
+    fig.legend(handles=handles, loc="outside lower center", ncol=4, framealpha=0.85)  # below the panels, on no curve
