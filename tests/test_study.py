@@ -76,8 +76,8 @@ def test_timescales_count_the_hidden_layers_eta_lambda():
 def test_builtin_studies_validate(name):
     assert name in study_names()
     spec = load_spec(study_spec(name))
-    assert spec.protocol == "two_phase" and len(spec.lrs) >= 6 and set(spec.rules) == {"none", "standard",
-                                                                                       "independent"}
+    # Figure 1's two rules, and enough LRs for the fit's 5-point window (analysis.fit)
+    assert spec.protocol == "two_phase" and len(spec.lrs) >= 5 and {"standard", "independent"} <= set(spec.rules)
 
 
 def test_demo_is_the_paper_setting_at_cpu_scale():
