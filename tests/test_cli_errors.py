@@ -141,6 +141,10 @@ CASES = [
     ("sweep --out that is a file", ["sweep", "demo", "--out", "{d}/afile"], ["--out", "afile", "is a file"], None),
     ("sweep spec field error", ["sweep", "{d}/spec.yaml", "--out", "{d}/sweep"], ["widths[1]:", "boolean"],
      lambda d: (d / "spec.yaml").write_text(SPEC + "widths: [1, true]\n")),
+    ("sweep spec whose corpus is missing", ["sweep", "{d}/spec.yaml", "--out", "{d}/sweep"],
+     ["invalid sweep spec: base:", "paths:", "gone.txt", "matches no file"],
+     lambda d: (d / "spec.yaml").write_text(SPEC.replace("{preset: lm-tiny}", "{preset: lm-tiny, overrides: "
+                                                         f"{{data.corpus: files, data.paths: [{d}/gone.txt]}}}}"))),
     # §13 and the command line itself
     ("a missing argument", ["sweep", "--out", "{d}/sweep"], ["Missing argument 'SPEC'", "sweep --help"], None),
     ("a missing --out", TRAIN, ["Missing option '--out'"], None),
@@ -171,7 +175,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, case, args, n
     d = materials(tmp_path)
     if setup is not None:
         setup(d)
-    rows_before = _rows(d / "runs.db")
+    rows_before, files_before = _rows(d / "runs.db"), _files(d)
     result = invoke(args, d, env=no_env_index(d))
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit), (result.exception, result.stderr)
@@ -179,9 +183,12 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, case, args, n
     assert len(lines) == (2 if "fetch" in case else 1), result.stderr  # a fetch first says it is fetching
     assert all(part in lines[-1] for part in named), lines[-1]
     assert "Traceback" not in result.stderr + result.stdout
-    if setup is not trained:  # a refused run leaves no folder, and no store row
-        assert not (d / "run").exists()
-    assert _rows(d / "runs.db") == rows_before
+    assert _files(d) == files_before and _rows(d / "runs.db") == rows_before  # no folder, file or store row
+
+
+def _files(d: Path) -> dict[str, int]:
+    """Every file and folder under `d` (but the corpus cache) with its size: what a command left."""
+    return {str(p.relative_to(d)): p.stat().st_size for p in sorted(d.rglob("*")) if "cache" not in p.parts}
 
 
 def _rows(path: Path) -> list[tuple[str, str]]:

@@ -77,8 +77,10 @@ def sweep(
     or an arm could not be planned."""
     import importlib.util
 
+    from lrtransfer import store
     from lrtransfer.sweep import load_spec, run_sweep
     from lrtransfer.sweep.runner import EXECUTORS
+    from lrtransfer.sweep.tables import STORE_FILE
 
     if executor not in EXECUTORS:
         raise typer.BadParameter(f"{executor!r} is not one of {'|'.join(EXECUTORS)}", param_hint="--executor")
@@ -91,6 +93,8 @@ def sweep(
     builtin = not spec.exists() and str(spec) in study_names()
     loaded = load_spec(study_spec(str(spec)) if builtin else spec)
     _check_folder(out, "--out")
+    if (out / STORE_FILE).exists():  # a damaged store is refused before the sweep touches its folder
+        store.open(out / STORE_FILE)
     report = run_sweep(loaded, out, workers=workers, threads=threads, executor=executor, ray_address=ray_address)
     typer.echo(report.text())
     if not report.ok:
