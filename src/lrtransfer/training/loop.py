@@ -230,7 +230,7 @@ def _check_same_config(out: Path, config: RunConfig) -> None:
     new = config.to_dict()
     if isinstance(old, dict) and isinstance(old.get("data"), dict) and _but_fingerprint(old) == _but_fingerprint(new):
         raise ConfigError(f"data: the corpus changed since the run in {out} was made (fingerprint "
-                          f"{old['data'].get('fingerprint')} then, {new['data']['fingerprint']} now); "
+                          f"{old['data'].get('fingerprint')} then, {new['data'].get('fingerprint')} now); "
                           "use another --out, or --force to re-run it on the corpus as it is")
     raise ConfigError(f"out: {out} holds a run of a different config; choose another folder, or --force to "
                       "replace it")
