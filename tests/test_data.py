@@ -188,8 +188,10 @@ def test_config_errors_name_the_field(make, field):
 
 
 def test_runtime_errors_name_the_argument(tmp_path, datasets):
-    with pytest.raises(FileNotFoundError, match="paths: .*nothing-here"):
-        TextDataConfig(corpus="files", paths=[str(tmp_path / "nothing-here*.txt")]).build()
+    with pytest.raises(ValidationError, match="paths: .*nothing-here"):  # checked when the config is made
+        TextDataConfig(corpus="files", paths=[str(tmp_path / "nothing-here*.txt")])
+    with pytest.raises(FileNotFoundError, match="paths: .*nothing-here"):  # a stored config, its files gone
+        TextDataConfig(corpus="files", paths=[str(tmp_path / "nothing-here*.txt")], fingerprint="sha256:0").build()
     with pytest.raises(ValueError, match="batch_size"):
         datasets["digits"].train_batch(0, 0, 0)
     with pytest.raises(ValueError, match="step"):

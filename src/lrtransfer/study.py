@@ -122,16 +122,42 @@ def write_study_report(dir: str | Path, partial: str | None = None) -> tuple[Pat
     table = analysis.verdict_table(best) if not best.empty else pd.DataFrame(columns=["arm", "text"])
     spec_yaml = (dir / "sweep.yaml").read_text()
     warmup_arms = (yaml.safe_load(spec_yaml) or {}).get("warmup_arms") or []
+    missing = missing_notes(results, yaml.safe_load(spec_yaml) or {})
     figures = write_study_figures(results, align, dir / "figures", warmup_arms) + theory_figures(dir / "figures")
     name = (yaml.safe_load(spec_yaml) or {}).get("name", dir.name)
     path = write_report(
         dir, title=("[partial] " if partial else "") + f"LR transfer study: {name}",
         verdicts=table[[c for c in VERDICT_COLUMNS if c in table]],
         best=best, figures=figures, spec_yaml=spec_yaml, runs=results.drop(columns=["config"]),
-        notes=[*_partial_note(partial), *analysis.phase1_edges(results), *refine_note(results, spec_yaml),
+        notes=[*_partial_note(partial), *missing, *analysis.phase1_edges(results), *refine_note(results, spec_yaml),
                *timescale_notes(results)],
     )
-    return path, list(table["text"]) if "text" in table else []
+    return path, missing + (list(table["text"]) if "text" in table else [])
+
+
+def missing_notes(results: pd.DataFrame, spec: dict[str, Any]) -> list[str]:
+    """What an unfinished or failed sweep lacks: runs without a result, stages that were never
+    planned (no phase-1 pick, no phase-2 standard run), arms without a verdict. [] when complete."""
+    runs = results.drop_duplicates("config_hash")
+    count = runs["status"].value_counts()
+    notes = []
+    if waiting := [f"{count[s]} {s}" for s in ("pending", "running") if s in count]:
+        notes.append(f"{sum(runs['status'].isin(('pending', 'running')))} of {len(runs)} runs have no result yet "
+                     f"({', '.join(waiting)}; running: in flight, or killed): re-run the sweep on this folder to "
+                     "finish them. Verdicts and figures use the finished runs only.")
+    if "failed" in count:
+        notes.append(f"{count['failed']} of {len(runs)} runs failed (status 'failed' in the run table; the store "
+                     "holds each error); they count as unstable LRs.")
+    phase = results["phase"].astype(str)
+    picked = analysis.phase1_picks(results[phase == "1"]) if (phase == "1").any() else {}
+    for arm in dict.fromkeys(results.loc[phase == "1", "arm"]):
+        if arm not in picked and not ((results["arm"] == arm) & (phase == "2")).any():
+            notes.append(f"arm {arm}: phase 2 was not planned: no phase-1 LR of it finished with a finite loss "
+                         "(every seed), so there is no LR to freeze, and no verdict.")
+    if spec.get("dynamics") and not (phase == "dynamics").any() and analysis.dynamics_lr(results) is None:
+        notes.append("dynamics: not planned (no finished phase-2 run of the standard arm); Figures 4, 5 and 16 "
+                     "are missing.")
+    return notes
 
 
 def theory_figures(out: Path) -> list[FigureInfo]:

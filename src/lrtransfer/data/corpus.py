@@ -214,10 +214,17 @@ def load_stdlib() -> bytes:
 
 
 def resolve_paths(paths: list[str]) -> list[Path]:
-    """Expand files and globs in order (each glob sorted); a path matching nothing raises."""
+    """Expand files and globs in order (each glob sorted); a path matching no file raises, naming it.
+
+    A folder is not read (its files might be anything): name them, e.g. ``folder/*.txt``.
+    """
     resolved: list[Path] = []
     for pattern in paths:
-        matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+        expanded = os.path.expanduser(pattern)
+        if os.path.isdir(expanded):
+            raise FileNotFoundError(f"paths: {pattern!r} is a folder; name its files, e.g. "
+                                    f"{os.path.join(pattern, '*.txt')!r}")
+        matches = sorted(glob.glob(expanded, recursive=True))
         files = [Path(m) for m in matches if Path(m).is_file()]
         if not files:
             raise FileNotFoundError(f"paths: {pattern!r} matches no file")

@@ -131,6 +131,8 @@ def _panel(ax: plt.Axes, d: pd.DataFrame, colors: dict, ylim: tuple[float, float
     moved = (f"{signed(r.per_doubling, 2)} octaves/doubling (90% CI {signed(r.per_doubling_lo, 2)}…"
              f"{signed(r.per_doubling_hi, 2)}): " if finite else "")
     ax.set_title(f"{ARM_LABELS.get(r.arm, r.arm)}\n{moved}{r.verdict}", fontsize=10)
+    if d.lr.nunique() == 1:  # one LR: a range around it, not the singular one matplotlib warns about
+        ax.set_xlim(d.lr.iloc[0] / 2, d.lr.iloc[0] * 2)
     ax.set(xscale="log", xlabel="base LR η (before width scaling)", ylim=ylim)
     _lr_ticks(ax, d.lr.unique())
 

@@ -147,15 +147,29 @@ def write_plan(out: Path, runs: list[PlannedRun]) -> Path:
     return path
 
 
+class PlanError(ValueError):
+    """A sweep folder's plan.csv cannot be read (damaged, or edited by hand); the message names it."""
+
+
 def read_plan(out: Path) -> pd.DataFrame:
-    """`out/plan.csv` with its column types (phase: 1, 2 or "dynamics")."""
+    """`out/plan.csv` with its column types (phase: 1, 2 or "dynamics"); `PlanError` naming the file
+    if it is damaged (a re-run of the sweep rewrites it)."""
     path = Path(out) / PLAN_FILE
     if not path.is_file():
         raise FileNotFoundError(f"dir: {out} holds no {PLAN_FILE}; is it a sweep folder (lrtransfer sweep --out)?")
-    df = pd.read_csv(path, dtype={"phase": str, "arm": str, "config_hash": str, "folder": str})  # floats exact
-    df["phase"] = [int(p) if p.isdigit() else p for p in df["phase"]]
-    return df.astype({"width_mult": "float64", "width": "int64", "lr": "float64", "fixed_lr": "float64",
-                      "seed": "int64"})
+    fix = "re-run `lrtransfer sweep` with its spec to rewrite it"
+    try:
+        df = pd.read_csv(path, dtype={"phase": str, "arm": str, "config_hash": str, "folder": str})  # floats exact
+    except (ValueError, UnicodeDecodeError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise PlanError(f"plan: {path} cannot be read ({str(err).strip().splitlines()[0]}); {fix}") from None
+    if missing := [c for c in PLAN_COLUMNS if c not in df]:
+        raise PlanError(f"plan: {path} has no column {missing[0]!r} (damaged?); {fix}")
+    try:
+        df["phase"] = [int(p) if p.isdigit() else p for p in df["phase"]]
+        return df.astype({"width_mult": "float64", "width": "int64", "lr": "float64", "fixed_lr": "float64",
+                          "seed": "int64"})
+    except (ValueError, TypeError, AttributeError) as err:  # an empty or non-numeric cell
+        raise PlanError(f"plan: {path} holds a value of the wrong type ({err}); {fix}") from None
 
 
 def _planned(raw: dict[str, Any], phase: int | str, arm: str, overrides: Mapping[str, Any], m: float,

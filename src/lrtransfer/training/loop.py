@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from lrtransfer import atomic
-from lrtransfer.config import RunConfig, dump_yaml
+from lrtransfer.config import ConfigError, RunConfig, dump_yaml
+from lrtransfer.data import TextDataConfig
 from lrtransfer.record import ALIGNMENT, CONFIG, METRICS, SUMMARY, RunRecords, reconcile, record_run
 from lrtransfer.store import DIVERGED, DONE, FAILED
 from lrtransfer.training import checkpoint
@@ -32,8 +35,10 @@ def train(config: RunConfig, out: str | Path, *, store=None, sweep: str | None =
 
     A run that already finished (a finished `summary.json` in `out`, or the same config hash
     finished in `store`) is not re-run unless `force`. A loss that is NaN/inf or above
-    `run.max_loss` ends the run early with status `diverged`; it never raises. Any other exception
-    is recorded as `failed` and re-raised.
+    `run.max_loss` ends the run early with status `diverged`; it never raises. A bad input raises
+    `ConfigError` (`preflight`) before anything is written or recorded (in a `sweep`, only its store
+    row, `failed` with the error, so the sweep's status says why); any other exception is recorded as
+    `failed` and re-raised.
     """
     return run(config, out, store=store, sweep=sweep, tags=tags, force=force, progress=progress).summary
 
@@ -42,12 +47,16 @@ def run(config: RunConfig, out: str | Path, *, store=None, sweep: str | None = N
         force: bool = False, progress: bool | None = None) -> RunRecords:
     """`train`, returning everything the run recorded (summary, metric rows, alignment records)."""
     out = Path(out)
+    try:
+        preflight(config, out, force=force)
+    except ConfigError as err:
+        if store is not None and sweep is not None:  # a sweep's run: its row (keyed by hash, locking no
+            _refused(config, store, sweep, tags, err)  # folder) says why it did not train
+        raise
     device = resolve_device(config.run.device)
     dist = init_distributed(device)
     if config.run.threads:
         torch.set_num_threads(config.run.threads)
-    if not force:
-        _check_same_config(out, config)
     finished = dist.broadcast(None if force or not dist.is_main else reconcile(out, store, config.to_dict(), sweep))
     if finished is not None:
         shutdown(dist)
@@ -64,6 +73,11 @@ def run(config: RunConfig, out: str | Path, *, store=None, sweep: str | None = N
     if dist.is_main:
         record_run(out, store, run_id, records)
     return records
+
+
+def _refused(config: RunConfig, store, sweep: str, tags: dict | None, err: ConfigError) -> None:
+    run_id = store.start_run(config.to_dict(), sweep=sweep, tags=tags)
+    store.finish(run_id, FAILED, {"status": FAILED, "error": repr(err)})
 
 
 def _start(config: RunConfig, out: Path, store, sweep: str | None, tags: dict | None, force: bool) -> int | None:
@@ -172,7 +186,55 @@ def _summary(config: RunConfig, parts: Parts, rows: list[dict], val: float, dive
     }
 
 
+def preflight(config: RunConfig, out: str | Path, *, force: bool = False) -> None:
+    """Check everything a run can be refused for before anything is written or recorded, so a bad
+    input leaves no folder and no `failed` store row behind: `ConfigError`, one line naming the
+    field or file. Checks the `out` folder (not a file; unless `force`, not a run of another config
+    or of an edited corpus), the device, `monitor.layers` against the model (built on the meta
+    device: no memory, no RNG draws), and the data (its fingerprint, then the dataset built once)."""
+    out = Path(out)
+    if (taken := next((p for p in (out, *out.parents) if p.exists()), None)) is not None and not taken.is_dir():
+        raise ConfigError(f"out: {taken} is a file, not a folder")
+    if not force:
+        _check_same_config(out, config)
+    if config.run.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device: cuda is not available on this machine (run.device=cpu or auto)")
+    with torch.device("meta"):
+        model = config.model.build()
+    _field_errors("monitor", config.monitor.build, model)
+    if isinstance(config.data, TextDataConfig):
+        config.data.check_unchanged()
+    _field_errors("data", config.data.build)
+
+
+def _field_errors(section: str, make, *args) -> None:
+    """`make(*args)`, with an error whose message starts with a field name (``layers: …``) raised as
+    a `ConfigError` of `section` (``monitor.layers: …``); any other error is a bug and stays as it is."""
+    try:
+        make(*args)
+    except (ValueError, FileNotFoundError) as err:
+        if isinstance(err, ConfigError) or not re.match(r"[\w.\[\]]+: ", str(err)):
+            raise
+        raise ConfigError(f"{section}.{err}") from None
+
+
 def _check_same_config(out: Path, config: RunConfig) -> None:
+    """`out` holds no run, or a run of this very config (resumed or already finished)."""
     path = out / CONFIG
-    if path.is_file() and path.read_text() != dump_yaml(config):
-        raise ValueError(f"out: {out} holds a run of a different config; choose another folder")
+    if not path.is_file() or path.read_text() == dump_yaml(config):
+        return
+    try:
+        old = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        old = None
+    new = config.to_dict()
+    if isinstance(old, dict) and isinstance(old.get("data"), dict) and _but_fingerprint(old) == _but_fingerprint(new):
+        raise ConfigError(f"data: the corpus changed since the run in {out} was made (fingerprint "
+                          f"{old['data'].get('fingerprint')} then, {new['data'].get('fingerprint')} now); "
+                          "use another --out, or --force to re-run it on the corpus as it is")
+    raise ConfigError(f"out: {out} holds a run of a different config; choose another folder, or --force to "
+                      "replace it")
+
+
+def _but_fingerprint(config: dict) -> dict:
+    return {**config, "data": {k: v for k, v in config["data"].items() if k != "fingerprint"}}
