@@ -61,22 +61,14 @@ class RunSettings(Strict):
         return v
 
 
-class RunConfig(Strict):
-    """Everything that defines one training run; its `hash()` identifies the run in the store."""
-
-    model: ModelConfig = Field(description="Model family and widths (`lrtransfer.models`).")
-    data: DataConfig = Field(description="Dataset (`lrtransfer.data`).")
-    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and scaling rules.")
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="LR schedule.")
-    monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Alignment monitor.")
-    run: RunSettings = Field(default_factory=RunSettings, description="Length, seed, intervals, device.")
+class _PlannedConfig(Strict):
+    """What a sweep plans, built-in run or user objective: its widths, identity and per-step LRs."""
 
     @model_validator(mode="after")
-    def _model_fits_data(self) -> RunConfig:
+    def _not_narrower_than_base(self):
         if self.model.width < self.model.base_width:
             raise ValueError(f"model.width: {self.model.width} is narrower than model.base_width "
                              f"{self.model.base_width}")
-        self.model.check_data(self.data)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,9 +80,28 @@ class RunConfig(Strict):
         return config_hash(self.to_dict())
 
     def lr_multipliers(self) -> Any:
-        """The schedule's multiplier of every step of this run (`ScheduleConfig.multipliers`)."""
+        """The schedule's multiplier of every step (`ScheduleConfig.multipliers`); None when the
+        run's length is unknown (a user objective without ``run.steps``)."""
+        if self.run.steps is None:
+            return None
         return self.schedule.multipliers(self.run.steps, lr=self.optim.lr, weight_decay=self.optim.weight_decay,
                                          width_mult=self.model.width_mult)
+
+
+class RunConfig(_PlannedConfig):
+    """Everything that defines one training run; its `hash()` identifies the run in the store."""
+
+    model: ModelConfig = Field(description="Model family and widths (`lrtransfer.models`).")
+    data: DataConfig = Field(description="Dataset (`lrtransfer.data`).")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer and scaling rules.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="LR schedule.")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Alignment monitor.")
+    run: RunSettings = Field(default_factory=RunSettings, description="Length, seed, intervals, device.")
+
+    @model_validator(mode="after")
+    def _model_fits_data(self) -> RunConfig:
+        self.model.check_data(self.data)
+        return self
 
 
 class ObjectiveModel(Strict):
@@ -113,7 +124,7 @@ class ObjectiveRun(Strict):
     max_loss: float = Field(20.0, gt=0, description="A logged loss above this (or NaN/inf) marks the trial diverged.")
 
 
-class ObjectiveConfig(Strict):
+class ObjectiveConfig(_PlannedConfig):
     """One trial of a user's objective (`lrtransfer.Trial`): what the study plans and hashes."""
 
     objective: str = Field(description="The objective function, as 'package.module:function'.")
@@ -131,26 +142,6 @@ class ObjectiveConfig(Strict):
         if not (sep and module and name):
             raise ValueError(f"{v!r} is not of the form 'package.module:function'")
         return v
-
-    @model_validator(mode="after")
-    def _widths(self) -> ObjectiveConfig:
-        if self.model.width < self.model.base_width:
-            raise ValueError(f"model.width: {self.model.width} is narrower than model.base_width "
-                             f"{self.model.base_width}")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def hash(self) -> str:
-        return config_hash(self.to_dict())
-
-    def lr_multipliers(self) -> Any:
-        """The schedule's per-step multipliers, when `run.steps` is known (else None)."""
-        if self.run.steps is None:
-            return None
-        return self.schedule.multipliers(self.run.steps, lr=self.optim.lr, weight_decay=self.optim.weight_decay,
-                                         width_mult=self.model.width_mult)
 
 
 TrialConfig = RunConfig | ObjectiveConfig  # what a sweep plans: a built-in run or a trial of a user objective
