@@ -17,7 +17,9 @@ from lrtransfer import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-VERDICT = re.compile(r"^(standard|independent): optimum moves [+-]\d+\.\d grid steps from 1× to 2×", re.M)
+# one verdict line per arm (analysis.verdict_table's text), whichever verdict the tiny study reaches
+VERDICT = re.compile(r"^(standard|independent): .* — (transfers|does not transfer|inconclusive|edge of grid|"
+                     r"no stable run|one width)", re.M)
 
 
 def run(*args: str, cwd: Path, timeout: int = 120) -> str:
@@ -56,7 +58,7 @@ def test_hf_llama_study_yaml_sweeps_with_the_cli_and_reports(tmp_path):
     run("-m", "lrtransfer.cli", "report", "out", cwd=tmp_path)
     html = (tmp_path / "out" / "report.html").read_text()
     assert "LR transfer study: hf-llama" in html
-    assert "standard: optimum moves" in html and "independent: optimum moves" in html
+    assert "standard: " in html and "independent: " in html and "octaves per width doubling" in html
 
 
 @pytest.mark.slow
