@@ -14,7 +14,8 @@ ray = pytest.importorskip("ray")
 TINY = {"run.steps": 8, "run.checkpoint_every": 0, "run.eval_every": 4}
 SPEC = {"name": "tiny", "base": {"preset": "lm-tiny", "overrides": TINY}, "widths": [1, 2], "lrs": [3e-3, 1e-2],
         "rules": ["standard", "independent"],
-        "arms": {"broken": {"data.corpus": "files", "data.paths": ["/nonexistent/corpus.txt"]}}}
+        # valid in the spec; every run's preflight (the model built) refuses it, on either executor
+        "arms": {"broken": {"monitor.layers": ["nope*"]}}}
 RUN_COLUMNS = ["config_hash", "status", "final_train_loss", "val_loss", "diverged_at", "steps", "attempts"]
 FILES = ("config.yaml", "metrics.jsonl", "alignment.jsonl")
 
@@ -37,7 +38,7 @@ def test_ray_and_local_sweeps_leave_identical_stores(tmp_path, ray_instance):
     a, b = store.open(tmp_path / "local" / "runs.db"), store.open(tmp_path / "ray" / "runs.db")
     runs_a, runs_b = (db.runs().sort_values("config_hash", ignore_index=True) for db in (a, b))
     assert runs_a[RUN_COLUMNS].equals(runs_b[RUN_COLUMNS])  # bit for bit, NaN where diverged/failed
-    assert list(runs_b["error"].dropna().str.contains("matches no file")) == [True, True]
+    assert list(runs_b["error"].dropna().str.contains("matches no measurable module")) == [True, True]
     for h, status in zip(runs_a["config_hash"], runs_a["status"]):
         if status != "failed":
             assert a.series(a.find(h)["run_id"]).equals(b.series(b.find(h)["run_id"]))
