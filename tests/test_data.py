@@ -166,6 +166,18 @@ def test_synthetic_noise_free_and_val_fixed_by_teacher_seed():
     assert not torch.equal(next(other.val_batches(64))[0], x)
 
 
+def test_synthetic_teacher_gain_scales_the_hidden_weights_only():
+    plain = SyntheticDataConfig(teacher_depth=3).build().teacher
+    rough = SyntheticDataConfig(teacher_depth=3, teacher_gain=2.0).build().teacher
+    assert [torch.equal(w * 2.0, v) for w, v in zip(plain.weights, rough.weights)] == [True, True, True, False]
+    assert torch.equal(plain.weights[-1], rough.weights[-1])
+    x = torch.randn(16, 32, dtype=torch.float64)
+    h = x
+    for w in rough.weights[:-1]:  # the forward pass written out: tanh(h W^T) per hidden layer
+        h = torch.tanh(h @ w.T)
+    assert torch.allclose(rough(x), (h @ rough.weights[-1].T).float())
+
+
 @pytest.mark.parametrize(
     ("make", "field"),
     [
@@ -179,6 +191,7 @@ def test_synthetic_noise_free_and_val_fixed_by_teacher_seed():
         (lambda: DigitsDataConfig(val_fraction=0.0), "val_fraction"),
         (lambda: SyntheticDataConfig(noise=-0.1), "noise"),
         (lambda: SyntheticDataConfig(in_dim=0), "in_dim"),
+        (lambda: SyntheticDataConfig(teacher_gain=0.0), "teacher_gain"),
         (lambda: TypeAdapter(DataConfig).validate_python({"kind": "images"}), "kind"),
     ],
 )

@@ -2,8 +2,10 @@
 
 Inputs are ``x ~ N(0, I_in_dim)`` and targets ``y = teacher(x) + noise * eps`` with
 ``eps ~ N(0, I_out_dim)``. The teacher is an MLP of ``teacher_depth`` hidden layers of width
-``teacher_width``, weights ``N(0, 1/fan_in)`` and zero biases, built from ``teacher_seed``; the
-``1/fan_in`` variance keeps its pre-activations O(1) at any width. Every training step draws
+``teacher_width``, weights ``N(0, gain²/fan_in)`` (``gain = teacher_gain`` on the hidden layers, 1 on
+the output layer) and zero biases, built from ``teacher_seed``; the ``1/fan_in`` variance keeps its
+pre-activations O(gain) at any width, and a gain above 1 makes a tanh teacher a rougher function of x
+(more nonlinear, so a student needs many steps of feature learning to fit it). Every training step draws
 fresh samples from ``(seed, step)`` (infinite data, no overfitting); the validation set is fixed
 by ``teacher_seed`` alone, so runs with different training seeds are scored on the same points.
 """
@@ -39,6 +41,7 @@ class SyntheticDataConfig(DataSourceConfig):
     teacher_width: int = Field(64, ge=1, description="Hidden width of the teacher MLP.")
     teacher_depth: int = Field(2, ge=0, description="Hidden layers of the teacher (0: a linear teacher).")
     teacher_activation: Literal["tanh", "relu"] = Field("tanh", description="Teacher nonlinearity.")
+    teacher_gain: float = Field(1.0, gt=0, description="Std multiplier of the teacher's hidden-layer weights.")
     noise: float = Field(0.1, ge=0.0, description="Standard deviation of the Gaussian label noise.")
     n_val: int = Field(2048, ge=1, description="Fixed validation samples.")
     teacher_seed: int = Field(0, ge=0, description="Seed of the teacher weights and the validation set.")
@@ -51,12 +54,13 @@ class Teacher:
     """A fixed random MLP evaluated in float64 (results cast to float32) for reproducibility."""
 
     def __init__(self, cfg: SyntheticDataConfig) -> None:
-        """Draw weights ``N(0, 1/fan_in)`` from ``teacher_seed``."""
+        """Draw weights ``N(0, gain²/fan_in)`` (output layer: gain 1) from ``teacher_seed``."""
         gen = step_generator(cfg.teacher_seed, 0, STREAM_TEACHER)
         dims = [cfg.in_dim] + [cfg.teacher_width] * cfg.teacher_depth + [cfg.out_dim]
+        gains = [cfg.teacher_gain] * cfg.teacher_depth + [1.0]
         self.weights = [
-            torch.randn(fan_out, fan_in, generator=gen, dtype=torch.float64) / fan_in**0.5
-            for fan_in, fan_out in zip(dims[:-1], dims[1:])
+            torch.randn(fan_out, fan_in, generator=gen, dtype=torch.float64) * gain / fan_in**0.5
+            for fan_in, fan_out, gain in zip(dims[:-1], dims[1:], gains)
         ]
         self.activation = ACTIVATIONS[cfg.teacher_activation]
 
