@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -68,13 +69,18 @@ class StudyResult:
 def run_study(spec: str | Path | dict | sweep.SweepSpec, out: str | Path, *, workers: int | None = None,
               threads: int = 1, executor: str = "local", ray_address: str | None = None,
               progress: bool | None = None) -> StudyResult:
-    """Run or resume the sweep (a built-in name, a spec file or dict), then write its report."""
+    """Run or resume the sweep (a built-in name, a spec file or dict), then write its report.
+
+    After each stage a partial report is written in a background thread, while the next stage
+    trains (a report costs seconds of the driver's time, which the stages need not wait for)."""
     t0 = time.perf_counter()
     if isinstance(spec, str) and spec in study_names():
         spec = study_spec(spec)
-    done = sweep.run_sweep(spec, out, workers=workers, threads=threads, executor=executor,
-                           ray_address=ray_address, progress=progress, on_stage=lambda stage: _partial(out, stage))
-    report, lines = write_study_report(out)
+    with ThreadPoolExecutor(max_workers=1) as reports:  # one at a time: pyplot is not thread-safe
+        done = sweep.run_sweep(spec, out, workers=workers, threads=threads, executor=executor, ray_address=ray_address,
+                               progress=progress, on_stage=lambda stage: reports.submit(_partial, out, stage))
+        reports.shutdown(cancel_futures=True)  # a partial report not begun yet is superseded by the final one
+    report, lines = write_study_report(out)  # after the partial ones have finished
     return StudyResult(report, done, time.perf_counter() - t0, lines)
 
 
