@@ -21,10 +21,10 @@ import yaml
 
 from lrtransfer import analysis, sweep
 from lrtransfer.config import TrialConfig, validate
+from lrtransfer.objectives import objective_ref
 from lrtransfer.plots.study import FigureInfo, write_study_figures, write_theory_figures
 from lrtransfer.report import write_report
 from lrtransfer.store import FINISHED
-from lrtransfer.trial import objective_ref
 
 log = logging.getLogger("lrtransfer.study")
 

@@ -20,14 +20,9 @@ catches); any other exception ends it as ``failed`` with its message, and the sw
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import math
-import os
 import random
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +33,7 @@ from torch import nn
 from lrtransfer import atomic, jsonl
 from lrtransfer.config import ObjectiveConfig, TrialConfig
 from lrtransfer.monitor import AlignmentMonitor, NullMonitor
+from lrtransfer.objectives import load_objective
 from lrtransfer.record import ALIGNMENT, CONFIG, METRICS, RunRecords, reconcile, record_run
 from lrtransfer.scaling import param_groups
 from lrtransfer.store import DIVERGED, DONE, FAILED, RunStore
@@ -215,57 +211,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def load_objective(ref: str) -> Callable[[Trial], None]:
-    """The function ``'package.module:function'`` names; a ValueError saying why if it cannot be
-    imported or is not a callable of one argument (the caller adds where the name came from)."""
-    module, _, name = ref.partition(":")
-    try:
-        fn = importlib.import_module(module)
-        for part in name.split("."):
-            fn = getattr(fn, part)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import {ref!r} ({type(err).__name__}: {err}); the spec's folder and the "
-                         "working directory are importable, or install the package") from None
-    if not callable(fn) or not _takes_one_argument(fn):
-        raise ValueError(f"{ref!r} is not a callable of one argument (the trial)")
-    return fn
-
-
-def _takes_one_argument(fn: Callable) -> bool:
-    try:
-        inspect.signature(fn).bind(None)
-    except TypeError:
-        return False
-    except ValueError:  # no signature (a builtin): give it the benefit of the doubt
-        return True
-    return True
-
-
-def importable(*folders: str | Path) -> None:
-    """Make ``folders`` importable here and in worker processes started from here (PYTHONPATH)."""
-    paths = [str(Path(f).resolve()) for f in folders]
-    for p in reversed(paths):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([*paths, *current]))
-
-
-def objective_ref(fn: Callable) -> str:
-    """``'module:qualname'`` of a function, the main script's module by its file name."""
-    module = fn.__module__
-    if module == "__main__":
-        main = sys.modules["__main__"]
-        if not getattr(main, "__file__", None):
-            raise ValueError("objective: define it in a module or script file; functions of an interactive "
-                             "session cannot be imported by the study's worker processes")
-        importable(Path(main.__file__).parent)
-        module = Path(main.__file__).stem
-    if "<locals>" in fn.__qualname__:
-        raise ValueError(f"objective: {fn.__qualname__} is a local function; define it at module level")
-    return f"{module}:{fn.__qualname__}"
 
 
 def _yaml(config: ObjectiveConfig) -> str:

@@ -27,8 +27,8 @@ from lrtransfer.config import (
     preset_dict,
     validate,
 )
+from lrtransfer.objectives import importable, load_objective
 from lrtransfer.scaling import WD_RULES
-from lrtransfer.trial import importable, load_objective
 
 RULES = WD_RULES  # each weight-decay rule is an arm of the same name
 PROTOCOLS = ("two_phase", "one_phase")
