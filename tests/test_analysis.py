@@ -204,3 +204,21 @@ def test_warmup_prediction_counts_whole_steps_and_is_near_eq39_for_constant_lrs(
 def test_a_missing_column_is_named():
     with pytest.raises(ValueError, match="'val_loss'"):
         best_lrs(sweep(TRANSFER), metric="val_loss")
+
+
+def test_refine_points_are_the_lrs_around_each_inconclusive_optimum_at_the_base_and_widest_width():
+    from lrtransfer.analysis.picks import refine_points
+
+    rng = np.random.default_rng(0)
+    df = sweep({"independent": {1: OPT, 2: OPT, 4: OPT}, "edge": {1: OPT, 2: OPT * 2**0.25, 4: OPT * 2**0.5}})
+    noisy = df.arm == "edge"  # a shift on the tolerance, in seed noise: the interval straddles 0.25
+    df.loc[noisy, "final_train_loss"] += 0.008 * rng.standard_normal(noisy.sum())
+    table = verdict_table(best_lrs(df)).set_index("arm")
+    assert table.verdict["independent"] == "transfers" and table.verdict["edge"] == "inconclusive"
+    points = refine_points(df)
+    assert [(arm, m) for arm, m, _ in points] == [("edge", 1.0), ("edge", 4.0)]
+    curves = lr_curves(df)
+    for arm, m, lrs in points:
+        c = curves[(curves.arm == arm) & (curves.width_mult == m)].sort_values("lr").reset_index(drop=True)
+        i = int(c.loss.idxmin())
+        assert lrs == c.lr[max(0, i - 1): i + 2].tolist()  # the grid optimum and its two neighbours
