@@ -277,6 +277,6 @@ def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     return raw or {}
 
 
-def dump_yaml(cfg: RunConfig) -> str:
+def dump_yaml(cfg: TrialConfig) -> str:
     """The resolved config as YAML (what `--dry-run` prints and `config.yaml` holds)."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

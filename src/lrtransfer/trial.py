@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from lrtransfer import atomic, jsonl
-from lrtransfer.config import ObjectiveConfig, TrialConfig
+from lrtransfer.config import ObjectiveConfig, TrialConfig, dump_yaml
 from lrtransfer.monitor import AlignmentMonitor, NullMonitor
 from lrtransfer.objectives import load_objective
 from lrtransfer.record import ALIGNMENT, CONFIG, METRICS, RunRecords, reconcile, record_run
@@ -178,7 +178,7 @@ def run_trial(config: ObjectiveConfig, folder: str | Path, *, store: RunStore | 
     except ValueError as err:
         raise ValueError(f"objective: {err}") from None
     folder.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(folder / CONFIG, _yaml(config))
+    atomic.write_text(folder / CONFIG, dump_yaml(config))
     run_id = None if store is None else store.start_run(config.to_dict(), sweep=sweep, force=True)
     trial = Trial(config, folder, phase=phase, arm=arm)
     seed_everything(config.run.seed)
@@ -212,8 +212,3 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
 
-
-def _yaml(config: ObjectiveConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
