@@ -127,15 +127,16 @@ def write_study_report(dir: str | Path, partial: str | None = None) -> tuple[Pat
     best = analysis.best_lrs(results)
     table = analysis.verdict_table(best) if not best.empty else pd.DataFrame(columns=["arm", "text"])
     spec_yaml = (dir / "sweep.yaml").read_text()
-    warmup_arms = (yaml.safe_load(spec_yaml) or {}).get("warmup_arms") or []
-    missing = missing_notes(results, yaml.safe_load(spec_yaml) or {})
+    spec = yaml.safe_load(spec_yaml) or {}  # the resolved spec the sweep wrote, parsed once
+    warmup_arms = spec.get("warmup_arms") or []
+    missing = missing_notes(results, spec)
     figures = write_study_figures(results, align, dir / "figures", warmup_arms) + theory_figures(dir / "figures")
-    name = (yaml.safe_load(spec_yaml) or {}).get("name", dir.name)
+    name = spec.get("name", dir.name)
     path = write_report(
         dir, title=("[partial] " if partial else "") + f"LR transfer study: {name}",
         verdicts=table[[c for c in VERDICT_COLUMNS if c in table]],
         best=best, figures=figures, spec_yaml=spec_yaml, runs=results.drop(columns=["config"]),
-        notes=[*_partial_note(partial), *missing, *analysis.phase1_edges(results), *refine_note(results, spec_yaml),
+        notes=[*_partial_note(partial), *missing, *analysis.phase1_edges(results), *refine_note(results, spec),
                *timescale_notes(results)],
     )
     return path, missing + (list(table["text"]) if "text" in table else [])
@@ -183,9 +184,9 @@ def _partial_note(stage: str | None) -> list[str]:
             "later stages add runs, verdicts and figures. It is rewritten after every stage and when the sweep ends."]
 
 
-def refine_note(results: pd.DataFrame, spec_yaml: str) -> list[str]:
+def refine_note(results: pd.DataFrame, spec: dict) -> list[str]:
     """How many runs the refine stage added (phase-2 seeds beyond the spec's)."""
-    seeds = (yaml.safe_load(spec_yaml) or {}).get("seeds") or [0]
+    seeds = spec.get("seeds") or [0]
     extra = results[(results["phase"].astype(str) == "2") & ~results["seed"].isin(seeds)]
     if extra.empty:
         return []
