@@ -11,7 +11,7 @@ import math
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from lrtransfer.roles import Role
 from lrtransfer.scaling import LRRule, WDRule, param_groups, role_hyperparams
@@ -32,7 +32,10 @@ class OptimConfig(Strict):
     no_decay: tuple[Role, ...] = Field(("gain",), description="Roles with weight decay 0 (paper: gains only).")
     betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW (β1, β2); SGD uses β1 as momentum.")
     eps: float = Field(1e-8, gt=0, description="AdamW ε.")
-    foreach: bool | None = Field(None, description="Use torch's foreach AdamW kernel (None: torch's default).")
+    foreach: bool | None = Field(None, description="Use torch's foreach AdamW kernel (with fused: false; None: torch's "
+                                 "default).")
+    fused: bool = Field(True, description="Use torch's fused AdamW kernel: the same update in one kernel per "
+                        "parameter group (0.6-0.7 ms instead of 1.3-1.6 ms of the demo's 7-20 ms steps, bench/).")
 
     @field_validator("lr", "fixed_lr", "weight_decay", "eps")
     @classmethod
@@ -40,6 +43,12 @@ class OptimConfig(Strict):
         if v is not None and not math.isfinite(v):
             raise ValueError(f"must be a finite number, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _one_kernel(self) -> OptimConfig:
+        if self.fused and self.foreach:
+            raise ValueError("foreach: torch's AdamW takes fused or foreach, not both; set optim.fused=false with it")
+        return self
 
     @field_validator("betas")
     @classmethod
@@ -64,4 +73,5 @@ class OptimConfig(Strict):
         groups = param_groups(model, **reference, **self.rules())
         if self.name == "sgd":
             return torch.optim.SGD(groups, lr=self.lr, momentum=self.betas[0])
-        return torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, eps=self.eps, foreach=self.foreach)
+        return torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, eps=self.eps, foreach=self.foreach,
+                                 fused=self.fused or None)
