@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 
 from lrtransfer.analysis import best_lrs, verdict_table
+from lrtransfer.analysis.picks import bracket_extensions, phase1_picks
+from lrtransfer.sweep.plan import bracket
 
 GRID = 1e-3 * 2.0 ** np.arange(7)
 WIDTHS = (1, 2, 4)
@@ -82,6 +84,22 @@ def synthetic_sweep(rng: np.random.Generator, shape: str, noise: float, seeds: i
     return frame
 
 
+def adaptive(results: pd.DataFrame, k: int, expected: float, grid=GRID) -> pd.DataFrame:
+    """The runs an adaptive phase 2 (spec ``bracket: k``) would have trained of the full-grid sweep
+    ``results``: `sweep.plan.bracket` around the 1× grid best (standing in for the phase-1 pick)
+    moved by ``expected`` octaves per doubling, grown by `analysis.picks.bracket_extensions`."""
+    centre = phase1_picks(results[results.width_mult == 1])["synthetic"]
+    ran = {m: bracket(list(grid), centre, expected, m, k) for m in WIDTHS}
+    while True:
+        keep = [any(np.isclose(lr, x) for x in ran[m]) for m, lr in zip(results.width_mult, results.lr)]
+        selected = results[keep]
+        more = bracket_extensions(selected, list(grid))
+        if not more:
+            return selected
+        for (_, m), lrs in more.items():
+            ran[m] = sorted(ran[m] + lrs)
+
+
 def right_and_wrong(shift: float, verdict: str) -> tuple[bool, bool]:
     """Is ``verdict`` the right decisive one for a true ``shift``, or the wrong decisive one?"""
     truth = "transfers" if shift == 0 else "does not transfer" if abs(shift) >= 0.5 else None
@@ -104,15 +122,19 @@ def old_verdict(results: pd.DataFrame) -> str:
     return "transfers" if abs(x[max(x)] - x[min(x)]) <= 0.5 else "does not transfer"
 
 
-def run_setting(shape: str, noise: float, seeds: int, shift: float, sweeps: int, boot: int = 400) -> dict:
+def run_setting(shape: str, noise: float, seeds: int, shift: float, sweeps: int, boot: int = 400,
+                bracket_k: int | None = None, expected: float = 0.0) -> dict:
     """Verdict rates over ``sweeps`` sweeps of one setting (``boot`` bootstrap draws per fit), seeded
-    by the setting itself, so that a run of some settings repeats those of the full run."""
+    by the setting itself, so that a run of some settings repeats those of the full run; with
+    ``bracket_k``, on the runs of an adaptive phase 2 (`adaptive`) instead of the whole grid."""
     rng = np.random.default_rng(zlib.crc32(f"{shape} {noise:g} {seeds} {shift:+g}".encode()))
     counts = {"transfers": 0, "does not transfer": 0, "inconclusive": 0, "other": 0, "right": 0, "wrong": 0,
               "old_wrong": 0}
     for _ in range(sweeps):
         results = synthetic_sweep(rng, shape, noise, seeds, shift)
-        verdict = verdict_table(best_lrs(results, draws=boot)).verdict.iloc[0]
+        judged = results if bracket_k is None else adaptive(results, bracket_k, expected)
+        counts["runs"] = counts.get("runs", 0) + len(judged)
+        verdict = verdict_table(best_lrs(judged, draws=boot)).verdict.iloc[0]
         counts[verdict if verdict in counts else "other"] += 1
         right, wrong = right_and_wrong(shift, verdict)
         counts["right"] += right
@@ -146,6 +168,10 @@ def main() -> None:
     parser.add_argument("--noise", type=float, nargs="+", default=[0.002, 0.008, 0.02])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
+    parser.add_argument("--bracket", type=int, default=None,
+                        help="judge the runs of an adaptive phase 2 of this many starting LRs (spec bracket)")
+    parser.add_argument("--expected-shift", type=float, default=0.0,
+                        help="the shift the adaptive phase 2 centres on, octaves per doubling")
     parser.add_argument("--csv", help="write the per-setting table here")
     parser.add_argument("--summarize", nargs="+", metavar="CSV", help="only summarise tables written by --csv")
     args = parser.parse_args()
@@ -155,11 +181,12 @@ def main() -> None:
     t0, rows = time.perf_counter(), []
     settings = list(itertools.product(args.noise, args.seeds, args.shapes, SHIFTS))
     for noise, seeds, shape, shift in settings:
-        rows.append(run_setting(shape, noise, seeds, shift, args.sweeps, boot=args.boot))
+        rows.append(run_setting(shape, noise, seeds, shift, args.sweeps, boot=args.boot, bracket_k=args.bracket,
+                                expected=args.expected_shift))
         r = rows[-1]
         print(f"noise {noise:<5g} seeds {seeds} {shape:10s} shift {shift:+.2f}: transfers {r['transfers']:.3f} "
               f"not {r['does not transfer']:.3f} inconclusive {r['inconclusive']:.3f} other {r['other']:.3f} "
-              f"| wrong {r['wrong']:.3f} (old rule {r['old_wrong']:.3f})", flush=True)
+              f"| wrong {r['wrong']:.3f} (old rule {r['old_wrong']:.3f}) | runs/sweep {r['runs']:.1f}", flush=True)
     table = pd.DataFrame(rows)
     if args.csv:
         table.to_csv(args.csv, index=False)

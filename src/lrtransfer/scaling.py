@@ -33,7 +33,7 @@ from torch import nn
 from lrtransfer.roles import ROLES, SCALED_ROLES, ParamInfo, parameter_roles
 
 __all__ = ["GROUP_COLUMNS", "LR_RULES", "WD_RULES", "LRRule", "ParamInfo", "WDRule", "describe_groups",
-           "param_groups", "parameter_roles", "role_hyperparams", "split_groups"]
+           "expected_shift", "param_groups", "parameter_roles", "role_hyperparams", "split_groups"]
 
 LRRule = Literal["mup", "sqrt", "none"]  # the LR rules of hidden and output layers (Eq 6, App. B.1)
 WDRule = Literal["none", "standard", "independent"]  # the weight-decay rules: none, Eq 7, Eq 8
@@ -45,6 +45,23 @@ LR_RULES: dict[str, Callable[[float], float]] = {
     "sqrt": math.sqrt,  # Appendix B.1: η / √m
     "none": lambda m: 1.0,
 }
+
+
+def expected_shift(lr_scaling: str, wd_scaling: str) -> float:
+    """Octaves per width doubling by which the best base LR is expected to move under a rule pair:
+    where the sweep of `lrtransfer.sweep` starts looking (spec ``bracket``), not a verdict.
+
+    With weight decay, the shift that keeps the hidden layers' LR-WD product η·λ at its base value,
+    which sets the equilibrium relative update (Eq 3): the base LR divided by d(m) = m^a (Eq 6)
+    and λ multiplied by m^b (b = a independent, Eq 8; b = 0 standard, Eq 7) need η_base ∝ m^(a-b),
+    so 0 for independent and +1 for μP with standard decay (the paper's "higher shifted base LR",
+    Fig 5). Without weight decay, muP's own promise: the shift that keeps the Adam hidden LR at
+    η/m, a - 1 (0 for ``mup``).
+    """
+    a = round(math.log2(LR_RULES[lr_scaling](2.0)), 12)
+    if wd_scaling == "none":
+        return a - 1.0
+    return a - {"independent": a, "standard": 0.0}[wd_scaling]
 
 
 def param_groups(

@@ -97,3 +97,23 @@ def refine_points(results: pd.DataFrame, verdict: str = "inconclusive") -> list[
             near = [float(c.lr[j]) for j in range(max(0, i - 1), min(len(c), i + 2)) if finite[j]]
             points.append((arm, float(m), near))
     return points
+
+
+def bracket_extensions(results: pd.DataFrame, grid: list[float]) -> dict[tuple[str, float], list[float]]:
+    """The next grid LR of each phase-2 curve whose best LR is not yet bracketed (spec ``bracket``):
+    below its lowest LR when that one is the best or every run was unstable (too high an LR), above
+    its highest when that one is the best; nothing where the grid ends. ``{(arm, m): [lr]}``."""
+    from lrtransfer.analysis.transfer import lr_curves
+
+    curves, grid, more = lr_curves(results), sorted(grid), {}
+    for (arm, m), c in curves.groupby(["arm", "width_mult"], sort=True):
+        ran = c.sort_values("lr")
+        lrs, loss = ran.lr.to_numpy(), ran.loss.to_numpy()
+        best = int(np.argmin(loss)) if np.isfinite(loss).any() else 0
+        below = [lr for lr in grid if lr < lrs[0] * (1 - 1e-9)]
+        above = [lr for lr in grid if lr > lrs[-1] * (1 + 1e-9)]
+        if best == 0 and below:
+            more[(str(arm), float(m))] = [below[-1]]
+        elif best == len(lrs) - 1 and above and np.isfinite(loss[best]):
+            more[(str(arm), float(m))] = [above[0]]
+    return more

@@ -9,6 +9,7 @@ A run is identified by its config hash only: rows whose configs are equal share 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,6 +19,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from lrtransfer.config import OptimConfig, RunConfig, ScheduleConfig, apply_overrides, validate
+from lrtransfer.scaling import expected_shift
 from lrtransfer.sweep.spec import DYNAMICS_ARM, SweepSpec, width_of
 
 Phase = Literal[1, 2, "dynamics"]  # a planned run's stage: phase 1, phase 2 (or the one phase), dynamics
@@ -80,13 +82,35 @@ def warmup_reference(spec: SweepSpec) -> str | None:
     return "independent" if "independent" in rules else (rules[0] if rules else None)
 
 
-def phase2(spec: SweepSpec, fixed_lrs: Mapping[str, float | None]) -> list[PlannedRun]:
+def phase2(spec: SweepSpec, fixed_lrs: Mapping[str, float | None],
+           lrs: Mapping[tuple[str, float], Sequence[float]] | None = None) -> list[PlannedRun]:
     """Phase 2 (or the one phase): the base LR of the width-scaling layers at every width, with each
-    arm's `fixed_lrs[arm]` frozen (None: as configured). Arms missing from `fixed_lrs` are left out."""
+    arm's `fixed_lrs[arm]` frozen (None: as configured). Arms missing from `fixed_lrs` are left out.
+    `lrs`: the LRs of each ``(arm, m)`` (spec ``bracket``: those run so far); default the whole grid."""
     raw = spec.base.raw()
     return [_planned(raw, 2, arm, overrides, m, lr, fixed_lrs[arm], seed)
             for arm, overrides in spec.arm_overrides().items() if arm in fixed_lrs
-            for m in spec.widths for lr in spec.lrs for seed in spec.seeds]
+            for m in spec.widths for lr in (spec.lrs if lrs is None else lrs.get((arm, m), ()))
+            for seed in spec.seeds]
+
+
+def expected_shifts(spec: SweepSpec) -> dict[str, float]:
+    """Each arm's expected shift of the best base LR, octaves per width doubling
+    (`scaling.expected_shift` of the arm's LR and weight-decay rules)."""
+    raw = spec.base.raw()
+    return {arm: expected_shift(c.optim.lr_scaling, c.optim.wd_scaling)
+            for arm, overrides in spec.arm_overrides().items()
+            for c in [validate(apply_overrides(raw, overrides))]}
+
+
+def bracket(grid: Sequence[float], center: float, shift: float, m: float, k: int) -> list[float]:
+    """The `k` neighbouring LRs of `grid` around the expected best LR at width m, ``center ·
+    m^shift`` (nearest in log LR; the lower of two as near), moved inward at the grid's ends."""
+    grid = sorted(grid)
+    target = math.log2(center) + shift * math.log2(m)
+    nearest = min(range(len(grid)), key=lambda i: (abs(math.log2(grid[i]) - target), i))
+    start = min(max(nearest - (k - 1) // 2, 0), max(len(grid) - k, 0))
+    return grid[start:start + k]
 
 
 def refinement(spec: SweepSpec, arm: str, m: float, lrs: Sequence[float], seed: int,

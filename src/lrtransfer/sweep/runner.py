@@ -15,13 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from lrtransfer import atomic, store
-from lrtransfer.analysis.picks import dynamics_lr, figure5_lrs, phase1_edges, phase1_picks, refine_points
+from lrtransfer.analysis.picks import (
+    bracket_extensions,
+    dynamics_lr,
+    figure5_lrs,
+    phase1_edges,
+    phase1_picks,
+    refine_points,
+)
 from lrtransfer.config import RunConfig
 from lrtransfer.data import ensure_corpora
 from lrtransfer.sweep.lock import folder_lock
 from lrtransfer.sweep.plan import (
     PlannedRun,
+    bracket,
     dynamics,
+    expected_shifts,
     figure5_partner,
     frozen_lrs,
     phase1,
@@ -94,7 +103,7 @@ def _run(spec: SweepSpec, out: Path, executor: Executor, on_stage: Callable[[str
             picked = stage.run(phase1(spec), "phase 1")
             report.warnings += phase1_edges(picked)
             fixed = frozen_lrs(spec, stage.pick(picked, "phase 2 (no finished phase-1 run)"))
-        done = stage.run(phase2(spec, fixed), "phase 2")
+        done = stage.run_phase2(fixed, spec.protocol == "two_phase")
         if spec.refine:
             done = stage.refine(fixed)
         if spec.dynamics:
@@ -123,6 +132,31 @@ class _Stage:
         if outcomes and self.on_stage is not None:
             self.on_stage(label)
         return join_store(plan_frame(runs), self.db, self.out)
+
+    def run_phase2(self, fixed: Mapping[str, float | None], picked: bool):
+        """Phase 2 on the whole grid, or (spec ``bracket``) adaptively: each curve starts from the
+        `bracket` grid LRs around its expected optimum and grows by one LR a round while its best
+        LR is at its edge. The expected optimum moves the base width's best LR (the frozen phase-1
+        pick when `picked`; else the base width's own curve, run on the whole grid first) by the
+        arm's `expected_shifts` per width doubling. All phase-2 results."""
+        spec = self.spec
+        if spec.bracket is None:
+            return self.run(phase2(spec, fixed), "phase 2")
+        lrs: dict[tuple[str, float], list[float]] = {}
+        centers = dict(fixed) if picked else {}
+        if not picked:
+            base = min(spec.widths)
+            lrs = {(arm, base): list(spec.lrs) for arm in fixed}
+            centers = self.pick(self.run(phase2(spec, fixed, lrs), "phase 2 (base width)"), "phase 2 (no base run)")
+        shifts = expected_shifts(spec)
+        new = {(arm, m): bracket(spec.lrs, centers[arm], shifts[arm], m, spec.bracket)
+               for arm in fixed if arm in centers for m in spec.widths if (arm, m) not in lrs}
+        for k in range(len(spec.lrs)):  # each round adds an LR per unbracketed curve: the grid bounds the rounds
+            self.run(phase2(spec, fixed, new), "phase 2" if k == 0 else f"phase 2 (more LRs, round {k + 1})")
+            new = bracket_extensions(self.phase2_results(), spec.lrs)
+            if not new:
+                break
+        return self.phase2_results()
 
     def refine(self, fixed: Mapping[str, float | None]):
         """The refine stage (spec ``refine``): rounds of one more seed at the LRs around each

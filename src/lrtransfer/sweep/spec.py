@@ -136,6 +136,10 @@ class SweepSpec(Strict):
     dynamics: bool = Field(False, description="Add the runs of Figures 4, 5, 16 at the standard arm's best "
                            "(η, λ) at the widest width (Appendix G.3.3-4).")
     warmup_arms: list[str] = Field([], description="Arms of the Figure 6 comparison (extra warmups without muP).")
+    bracket: int | None = Field(None, ge=3, description="Adaptive phase 2: at each width, start from this many grid "
+                                "LRs around the expected optimum (the base width's best LR moved by the arm's "
+                                "scaling.expected_shift), then add the next grid LR while a curve's best is at its "
+                                "edge. None: the whole grid everywhere.")
     refine: int = Field(0, ge=0, description="Refine stage: up to this many rounds, each adding one seed at the "
                         "3 LRs around the optimum of every inconclusive arm at the base and widest widths.")
     refine_budget: int = Field(24, ge=0, description="Most runs the refine stage may add in all.")
