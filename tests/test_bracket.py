@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from lrtransfer.analysis.picks import bracket_extensions, phase1_picks
 from lrtransfer.scaling import expected_shift, role_hyperparams
+from lrtransfer.study import bracket_note
 from lrtransfer.sweep import SpecError, load_spec, results, run_sweep
 from lrtransfer.sweep.plan import bracket, expected_shifts
 
@@ -112,6 +114,9 @@ def test_an_adaptive_sweep_brackets_every_curve_with_fewer_runs(tmp_path, protoc
             assert ran == LRS  # the base width's own curve sets the centre: the whole grid
     full = 5 + 2 * 5  # the whole grid: 1× shared by the arms, 2× per arm
     assert phase2.config_hash.nunique() < full
+    (note,) = bracket_note(df, yaml.safe_load((tmp_path / "s" / "sweep.yaml").read_text()))
+    sizes = phase2.groupby(["arm", "width_mult"]).lr.nunique()
+    assert "bracket 3" in note and f"curves have {sizes.min()}–{sizes.max()} of the grid's 5 LRs" in note
     again = run_sweep(spec, tmp_path / "s", workers=1, progress=False)
     assert not again.outcomes and len(again.planned) == len(report.planned)  # the same rounds, nothing trained
 

@@ -137,7 +137,7 @@ def write_study_report(dir: str | Path, partial: str | None = None) -> tuple[Pat
         verdicts=table[[c for c in VERDICT_COLUMNS if c in table]],
         best=best, figures=figures, spec_yaml=spec_yaml, runs=results.drop(columns=["config"]),
         notes=[*_partial_note(partial), *missing, *analysis.phase1_edges(results), *refine_note(results, spec),
-               *timescale_notes(results)],
+               *bracket_note(results, spec), *timescale_notes(results)],
     )
     return path, missing + (list(table["text"]) if "text" in table else [])
 
@@ -193,6 +193,18 @@ def refine_note(results: pd.DataFrame, spec: dict) -> list[str]:
     where = ", ".join(f"{arm} {m:g}×" for (arm, m), _ in extra.groupby(["arm", "width_mult"]))
     return [f"The refine stage added {extra['config_hash'].nunique()} runs: more seeds at the LRs around the "
             f"optimum where a verdict was inconclusive ({where})."]
+
+
+def bracket_note(results: pd.DataFrame, spec: dict) -> list[str]:
+    """What an adaptive phase 2 (spec ``bracket``) ran: LRs per curve out of the grid."""
+    k, grid = spec.get("bracket"), spec.get("lrs") or []
+    phase2 = results[results["phase"].astype(str) == "2"]
+    if not k or phase2.empty:
+        return []
+    sizes = phase2.groupby(["arm", "width_mult"])["lr"].nunique()
+    return [f"Phase 2 was adaptive (bracket {k}): each curve started at its {k} grid LRs around the expected "
+            f"optimum and grew while its best LR sat at an edge; curves have {sizes.min()}–{sizes.max()} of the "
+            f"grid's {len(grid)} LRs ({phase2['config_hash'].nunique()} phase-2 runs)."]
 
 
 def timescale_notes(results: pd.DataFrame) -> list[str]:

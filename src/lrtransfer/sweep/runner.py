@@ -103,7 +103,7 @@ def _run(spec: SweepSpec, out: Path, executor: Executor, on_stage: Callable[[str
             picked = stage.run(phase1(spec), "phase 1")
             report.warnings += phase1_edges(picked)
             fixed = frozen_lrs(spec, stage.pick(picked, "phase 2 (no finished phase-1 run)"))
-        done = stage.run_phase2(fixed, spec.protocol == "two_phase")
+        done = stage.run_phase2(fixed)
         if spec.refine:
             done = stage.refine(fixed)
         if spec.dynamics:
@@ -133,18 +133,18 @@ class _Stage:
             self.on_stage(label)
         return join_store(plan_frame(runs), self.db, self.out)
 
-    def run_phase2(self, fixed: Mapping[str, float | None], picked: bool):
+    def run_phase2(self, fixed: Mapping[str, float | None]):
         """Phase 2 on the whole grid, or (spec ``bracket``) adaptively: each curve starts from the
         `bracket` grid LRs around its expected optimum and grows by one LR a round while its best
         LR is at its edge. The expected optimum moves the base width's best LR (the frozen phase-1
-        pick when `picked`; else the base width's own curve, run on the whole grid first) by the
-        arm's `expected_shifts` per width doubling. All phase-2 results."""
+        pick; in one phase, the best of the base width's own curve, run on the whole grid first) by
+        the arm's `expected_shifts` per width doubling. All phase-2 results."""
         spec = self.spec
         if spec.bracket is None:
             return self.run(phase2(spec, fixed), "phase 2")
         lrs: dict[tuple[str, float], list[float]] = {}
-        centers = dict(fixed) if picked else {}
-        if not picked:
+        centers = dict(fixed)
+        if spec.protocol == "one_phase":
             base = min(spec.widths)
             lrs = {(arm, base): list(spec.lrs) for arm in fixed}
             centers = self.pick(self.run(phase2(spec, fixed, lrs), "phase 2 (base width)"), "phase 2 (no base run)")
