@@ -330,7 +330,7 @@ def plain_training(config, steps: int) -> list[float]:
     data = TextDataConfig(corpus="files", paths=p.paths, seq_len=p.seq_len, val_tokens=p.val_tokens).build()
     seed_everything(seed)
     model = transformers.AutoModelForCausalLM.from_config(hfo.model_config(p, config.model.width, 16, 256))
-    opt = torch.optim.AdamW(hf.param_groups(model, 16, **RULES), betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(hf.param_groups(model, 16, **RULES), betas=(0.9, 0.95), fused=config.optim.fused or None)
     sched = lrtransfer.schedules.lambda_lr(opt, lambda t: lrtransfer.schedules.warmup_linear_decay(t, total=steps))
     losses = []
     for step in range(steps):
