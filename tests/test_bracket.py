@@ -1,5 +1,5 @@
 """The adaptive phase 2 (spec ``bracket``): where each curve starts (`scaling.expected_shift`,
-`sweep.plan.bracket`), when it grows (`analysis.picks.bracket_extensions`), and a real sweep."""
+`sweep.plan.bracket`), when it grows (`analysis.picks.bracket_extensions`), real sweeps, and the refine stage the demo relies on."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lrtransfer.analysis.picks import bracket_extensions, phase1_picks
+from lrtransfer.analysis.picks import bracket_extensions, phase1_picks, refine_points
 from lrtransfer.scaling import expected_shift, role_hyperparams
 from lrtransfer.study import bracket_note
 from lrtransfer.sweep import SpecError, load_spec, results, run_sweep
@@ -134,3 +134,18 @@ def test_curves_that_start_off_their_optimum_grow_until_bracketed(tmp_path):
     assert set(bracket(LRS, pick, 1.0, 2.0, 3)) <= set(ran[2.0])  # +1 octave per doubling for standard decay
     assert not bracket_extensions(phase2, LRS)
     assert len({r.phase for r in report.planned}) == 2 and len(report.planned) > 1 + 3 + 3
+
+
+def test_the_refine_stage_adds_a_seed_where_a_verdict_is_inconclusive(tmp_path):
+    """The demo relies on it: one more seed at the 3 LRs around each inconclusive arm's optimum at
+    the base and widest widths, and nothing else (a real sweep)."""
+    raw = {"name": "refine", "base": {"preset": "lm-tiny", "overrides": TINY}, "widths": [1, 2], "lrs": LRS,
+           "rules": ["standard", "none"], "protocol": "one_phase", "refine": 1}
+    report = run_sweep(raw, tmp_path / "s", workers=2, progress=False)
+    df = results(tmp_path / "s")
+    first = df[df.seed == 0]
+    points = refine_points(first)
+    assert points  # this tiny sweep's verdicts are inconclusive (CIs about −0.1…+0.55)
+    added = df[df.seed == 1]
+    assert {(a, m, lr) for a, m, lrs in points for lr in lrs} == set(zip(added.arm, added.width_mult, added.lr))
+    assert report.refined == len(added) and (added.phase == 2).all() and (added.status == "done").all()
