@@ -1,5 +1,6 @@
 """The adaptive phase 2 (spec ``bracket``): where each curve starts (`scaling.expected_shift`,
-`sweep.plan.bracket`), when it grows (`analysis.picks.bracket_extensions`), real sweeps, and the refine stage the demo relies on."""
+`sweep.plan.bracket`), when it grows (`analysis.picks.bracket_extensions`), real sweeps, and the
+refine stage the demo relies on."""
 
 from __future__ import annotations
 
