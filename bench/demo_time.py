@@ -30,7 +30,7 @@ import torch
 from lrtransfer import sweep
 from lrtransfer.config import RunConfig, validate
 from lrtransfer.study import run_study, study_names, study_spec
-from lrtransfer.sweep.plan import bracket, dynamics, expected_shifts, phase1, phase2
+from lrtransfer.sweep.plan import dynamics, first_brackets, phase1, phase2
 
 
 def run_flops(config: RunConfig) -> float:
@@ -63,10 +63,8 @@ def planned_runs(name: str) -> list:
     p1 = phase1(spec) if spec.protocol == "two_phase" else []
     grid = spec.phase1_lrs or spec.lrs
     fixed = dict.fromkeys(spec.arm_overrides(), grid[len(grid) // 2] if p1 else None)
-    lrs = None
-    if spec.bracket is not None:  # an adaptive phase 2: its first round (later rounds depend on the losses)
-        centre, shifts = grid[len(grid) // 2], expected_shifts(spec)
-        lrs = {(arm, m): bracket(spec.lrs, centre, shifts[arm], m, spec.bracket) for arm in fixed for m in spec.widths}
+    # an adaptive phase 2 (spec bracket): its first round; later rounds depend on the losses
+    lrs = None if spec.bracket is None else first_brackets(spec, dict.fromkeys(fixed, grid[len(grid) // 2]))
     runs = p1 + phase2(spec, fixed, lrs) + (dynamics(spec, spec.lrs[len(spec.lrs) // 2]) if spec.dynamics else [])
     return list({r.config_hash: r for r in runs}.values())
 

@@ -5,33 +5,34 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lrtransfer import jsonl
 from lrtransfer.config import ConfigError, preset_dict, validate
-from lrtransfer.training.distributed import init_distributed
-from lrtransfer.training.setup import build_parts
+from lrtransfer.training import train
 
 
-def losses(fused: bool, steps: int = 15) -> list[float]:
+def config(fused: bool):
     raw = preset_dict("lm-tiny")
     raw["optim"] = {**raw.get("optim", {}), "fused": fused, "foreach": None if fused else True}
-    config = validate(raw)
-    parts = build_parts(config, torch.device("cpu"), init_distributed(torch.device("cpu")))
-    out = []
-    for step in range(steps):
-        x, y = parts.data.train_batch(step, config.run.batch_size, config.run.seed)
-        loss = parts.data.loss(parts.model(x), y)
-        loss.backward()
-        parts.optimizer.step()
-        parts.optimizer.zero_grad(set_to_none=True)
-        parts.scheduler.step()
-        out.append(loss.item())
-    return out
+    raw["run"] = {**raw.get("run", {}), "steps": 15, "checkpoint_every": 0, "eval_every": 0}
+    return validate(raw)
 
 
-def test_fused_adamw_follows_the_foreach_trajectory():
-    fused, foreach = losses(True), losses(False)
-    assert fused[0] == foreach[0]  # same init, same batch
-    assert fused == pytest.approx(foreach, rel=1e-4)  # the same update, summed in another order
-    assert fused[-1] < fused[0] - 0.1  # and it trains
+def test_the_config_builds_the_kernel_it_names():
+    model = torch.nn.Linear(4, 4)
+    assert config(True).optim.build(model, {"width_mult": 1.0}).defaults["fused"] is True
+    foreach = config(False).optim.build(model, {"width_mult": 1.0}).defaults
+    assert not foreach["fused"] and foreach["foreach"] is True
+
+
+def test_fused_adamw_follows_the_foreach_trajectory(tmp_path):
+    losses = {}
+    for fused in (True, False):
+        out = tmp_path / str(fused)
+        train(config(fused), out, progress=False)
+        losses[fused] = [r["train_loss"] for r in jsonl.read(out / "metrics.jsonl") if "train_loss" in r]
+    assert len(losses[True]) == 15 and losses[True][0] == losses[False][0]  # same init, same batch
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)  # the same update, summed in another order
+    assert losses[True][-1] < losses[True][0] - 0.1  # and it trains
 
 
 def test_fused_and_foreach_together_are_refused_naming_the_field():

@@ -103,6 +103,15 @@ def expected_shifts(spec: SweepSpec) -> dict[str, float]:
             for c in [validate(apply_overrides(raw, overrides))]}
 
 
+def first_brackets(spec: SweepSpec, centers: Mapping[str, float],
+                   skip: Sequence[tuple[str, float]] = ()) -> dict[tuple[str, float], list[float]]:
+    """The first round of an adaptive phase 2 (spec ``bracket``): each ``(arm, m)`` curve's `bracket`
+    around its arm's centre moved by its `expected_shifts`; arms without a centre and `skip` left out."""
+    shifts = expected_shifts(spec)
+    return {(arm, m): bracket(spec.lrs, center, shifts[arm], m, spec.bracket)
+            for arm, center in centers.items() for m in spec.widths if (arm, m) not in skip}
+
+
 def bracket(grid: Sequence[float], center: float, shift: float, m: float, k: int) -> list[float]:
     """The `k` neighbouring LRs of `grid` around the expected best LR at width m, ``center ·
     m^shift`` (nearest in log LR; the lower of two as near), moved inward at the grid's ends."""

@@ -28,10 +28,9 @@ from lrtransfer.data import ensure_corpora
 from lrtransfer.sweep.lock import folder_lock
 from lrtransfer.sweep.plan import (
     PlannedRun,
-    bracket,
     dynamics,
-    expected_shifts,
     figure5_partner,
+    first_brackets,
     frozen_lrs,
     phase1,
     phase2,
@@ -148,9 +147,7 @@ class _Stage:
             base = min(spec.widths)
             lrs = {(arm, base): list(spec.lrs) for arm in fixed}
             centers = self.pick(self.run(phase2(spec, fixed, lrs), "phase 2 (base width)"), "phase 2 (no base run)")
-        shifts = expected_shifts(spec)
-        new = {(arm, m): bracket(spec.lrs, centers[arm], shifts[arm], m, spec.bracket)
-               for arm in fixed if arm in centers for m in spec.widths if (arm, m) not in lrs}
+        new = first_brackets(spec, {arm: centers[arm] for arm in fixed if arm in centers}, skip=list(lrs))
         for k in range(len(spec.lrs)):  # each round adds an LR per unbracketed curve: the grid bounds the rounds
             self.run(phase2(spec, fixed, new), "phase 2" if k == 0 else f"phase 2 (more LRs, round {k + 1})")
             new = bracket_extensions(self.phase2_results(), spec.lrs)
