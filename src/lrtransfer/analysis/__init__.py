@@ -17,7 +17,8 @@ from lrtransfer.analysis.dynamics import (
     warmup_ratio_prediction,
     with_progress,
 )
-from lrtransfer.analysis.fit import NOISE, Curve, fit_arm, slope
+from lrtransfer.analysis.blowups import blowups
+from lrtransfer.analysis.fit import Curve, fit_arm, slope
 from lrtransfer.analysis.picks import base_best_lr, dynamics_lr, figure5_lrs, phase1_edges, phase1_picks
 from lrtransfer.analysis.transfer import (
     TOLERANCE,
@@ -30,11 +31,11 @@ from lrtransfer.analysis.transfer import (
 )
 
 __all__ = [
-    "NOISE",
     "TOLERANCE",
     "Curve",
     "base_best_lr",
     "best_lrs",
+    "blowups",
     "dynamics_lr",
     "figure5_lrs",
     "fit_arm",

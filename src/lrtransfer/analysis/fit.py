@@ -4,22 +4,20 @@ Each width's curve of seed-mean loss against ``x = log2(LR)`` is fitted over a `
 finite points around its minimum (an unstable point, loss ``+inf``, bounds the window), weighted by
 the number of seeds, by the two models of `curve_models` — a cubic, and a quadratic with different
 curvatures below and above the optimum — each with its asymmetry shared by the arm's widths. Each
-model alone is biased on shapes it cannot represent: on the curves of `bench/verdict_benchmark.py`
-(noise 0.002) the cubic puts the optimum 0.08 octave low on an exponential high-LR side and 0.26
-low on a kinked flat low side, the two-sided model 0.19 high on the exponential side. They are
+model alone is biased on shapes it cannot represent (bench/README.md measures how much); they are
 averaged with weights ``∝ exp(−RSS/2σ²)`` (they have as many parameters), and the interval draws
-from both, so that it spans what the data cannot tell apart: it holds the true optimum of 83–99%
-of the benchmark's curves (nominal 90%); the shift between widths, where the biases largely
-cancel, is more precise than either optimum.
+from both, so that it spans what the data cannot tell apart.
 
 The interval is a parametric bootstrap: ``draws`` samples ``ŷ + σ_b/√n·z``, split between the models
 by their weights, each from and refitted by its model. σ, the loss std of one seed, is per model the
 larger of two pooled estimates (so a misfit widens the interval instead of hiding in the seed
 spread): the model's residuals and the spread between seeds at the same LR; each draw scales it by
 ``√(ν/χ²_ν)`` (ν: its degrees of freedom), the bootstrap form of a Student t. With fewer than 2
-degrees of freedom (e.g. 3-point windows, one seed) σ is the ``noise`` prior. Each draw also drops
-one end point of a window at random (keeping >= 5 points), so the interval counts how much the
-optimum depends on which points were fitted. These are statistics, not the paper's equations.
+degrees of freedom (short windows, one seed) the residuals are pooled with a prior of ``PRIOR_DOF``
+pseudo-observations of σ₀ = ``PRIOR_SCALE`` × the loss level — a scale of the curve itself, never
+a constant in loss units — unless the caller gives σ₀ (``noise``). Each draw also drops one end
+point of a window at random (keeping >= 5 points), so the interval counts how much the optimum
+depends on which points were fitted. These are statistics, not the paper's equations.
 """
 
 from __future__ import annotations
@@ -30,7 +28,8 @@ import numpy as np
 
 from lrtransfer.analysis.curve_models import Cubic, TwoSided, shared
 
-NOISE = 0.008  # loss std of one seed on the byte-level LM (shared/notes/pilot-lm-cpu.md, pilot 2)
+PRIOR_SCALE = 0.004  # σ₀ / |loss|: one seed's loss std relative to the loss, as on short LM runs
+PRIOR_DOF = 2  # pseudo-observations of σ₀ pooled with fewer than 2 residual degrees of freedom
 DRAWS = 1000
 MAX_POINTS, MIN_POINTS = 7, 5
 LEVEL = 0.90
@@ -120,12 +119,21 @@ def _seed_spread(curves: list[Curve]) -> tuple[float, int]:
 
 def _noise(res: tuple[float, int], seeds: tuple[float, int], prior: float) -> tuple[float, float, str]:
     """``(σ, degrees of freedom, source)``: the larger of the residual and seed-spread estimates with
-    >= 2 degrees of freedom, else the ``prior`` (infinite degrees of freedom: taken as known)."""
+    >= 2 degrees of freedom, else the residuals pooled with `PRIOR_DOF` pseudo-observations of the
+    ``prior`` σ₀ ("prior" when there are no residuals at all)."""
     found = [(s / k, k, name) for (s, k), name in [(res, "residuals"), (seeds, "seeds")] if k >= 2]
-    if not found:
-        return prior, np.inf, "prior"
-    var, dof, name = max(found)
-    return float(np.sqrt(var)), dof, name
+    if found:
+        var, dof, name = max(found)
+        return float(np.sqrt(var)), dof, name
+    ss, k = res if res[1] > 0 else (0.0, 0)
+    return float(np.sqrt((ss + PRIOR_DOF * prior**2) / (k + PRIOR_DOF))), k + PRIOR_DOF, \
+        "residuals+prior" if k else "prior"
+
+
+def prior_noise(w: _Windows) -> float:
+    """σ₀ = `PRIOR_SCALE` × the median magnitude of the fitted losses: a noise scale of the curve."""
+    level = float(np.median(np.abs(np.concatenate(w.ys))))
+    return PRIOR_SCALE * level if level > 0 else PRIOR_SCALE
 
 
 def _fit_model(model, w: _Windows, seeds: tuple[float, int], prior: float) -> _ModelFit:
@@ -211,7 +219,7 @@ def _optimum(fits: list[_ModelFit], weights: np.ndarray, w: _Windows, k: int) ->
             "interior": bool(u[0] + EPS < x < u[-1] - EPS), "n_fit": len(u)}, draws
 
 
-def fit_arm(curves: list[Curve], noise: float = NOISE, draws: int = DRAWS, seed: int = 0) -> ArmFit:
+def fit_arm(curves: list[Curve], noise: float | None = None, draws: int = DRAWS, seed: int = 0) -> ArmFit:
     """Optimum, 90% interval and transfer regret of each curve of one arm (``curves[0]``: the base width).
 
     Each row: ``x_opt, x_lo, x_hi, x_sd`` (log2 LR; ``x_opt`` is the grid end where ``edge`` is set),
@@ -219,12 +227,13 @@ def fit_arm(curves: list[Curve], noise: float = NOISE, draws: int = DRAWS, seed:
     end), ``edge`` ("low" | "high" | "": the minimum is at that end of the grid; no optimum is
     claimed), ``n_fit`` (points fitted), ``regret, regret_lo, regret_hi`` (fitted loss at the base
     width's optimum minus this width's minimum: 0 at the base, NaN where the base has no claimed
-    optimum, a lower bound where the base optimum lies outside this width's window). ``noise``: loss
-    std of one seed, used when neither residuals nor seeds estimate it (see the module docstring).
+    optimum, a lower bound where the base optimum lies outside this width's window). ``noise``: the
+    prior σ₀ of one seed's loss std in loss units, pooled in where residuals and seeds do not
+    estimate it (default: `prior_noise`, a scale of the curve; see the module docstring).
     ``ArmFit.noise`` is one seed's loss std: the seed spread where measured, else the better model's
-    residuals, else ``noise``.
+    estimate.
     """
-    if not noise > 0:
+    if noise is not None and not noise > 0:
         raise ValueError(f"noise: must be > 0 (loss std of one seed), got {noise!r}")
     if draws < 20:
         raise ValueError(f"draws: need at least 20 bootstrap draws, got {draws!r}")
@@ -232,9 +241,10 @@ def fit_arm(curves: list[Curve], noise: float = NOISE, draws: int = DRAWS, seed:
     w = _windows(curves)
     rows, opt = map(list, zip(*[_unresolved(c, win, draws, rng) for c, win in zip(curves, w.wins)]))
     if not w.resolved:
-        return ArmFit(rows, np.array(opt), noise, "prior")
+        return ArmFit(rows, np.array(opt), np.nan if noise is None else noise, "prior")
+    prior = prior_noise(w) if noise is None else noise
     seeds = _seed_spread(curves)
-    fits = [_fit_model(model, w, seeds, noise) for model in MODELS]
+    fits = [_fit_model(model, w, seeds, prior) for model in MODELS]
     weights = _weights(fits, seeds)
     for f, k in zip(fits, np.diff(np.round(np.cumsum([0, *weights]) * draws).astype(int))):
         _bootstrap(f, w, k, rng)

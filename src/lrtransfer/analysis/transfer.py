@@ -4,7 +4,8 @@ Input is the ``results`` frame of a sweep (docs/study.md): one row per planned r
 ``phase, arm, width_mult, lr, seed, status`` and the loss metric. A run that ``diverged`` or
 ``failed``, or whose metric is NaN, counts as loss ``+inf``; ``pending`` and ``running`` runs (not
 run yet, in flight, or killed) are left out. Seeds are averaged, so one unstable seed makes its LR
-unstable (``+inf``). The optimum of each curve and its 90% interval come from `fit`; the verdict
+unstable (``+inf``); a seed-mean loss far above its neighbours (`blowups`: a finite blow-up or a
+spike) is unstable too. The optimum of each curve and its 90% interval come from `fit`; the verdict
 compares the interval of the shift, in octaves per width doubling, with a tolerance.
 """
 
@@ -13,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lrtransfer.analysis.fit import DRAWS, MIN_POINTS, NOISE, Curve, fit_arm, slope
+from lrtransfer.analysis.blowups import blowups
+from lrtransfer.analysis.fit import DRAWS, MIN_POINTS, Curve, fit_arm, slope
 from lrtransfer.analysis.frames import in_phase
 from lrtransfer.store import DIVERGED, FAILED, PENDING, RUNNING
 
@@ -32,8 +34,9 @@ def select_phase(frame: pd.DataFrame, phase: int | str | None) -> pd.DataFrame:
 def lr_curves(results: pd.DataFrame, metric: str = "final_train_loss", phase: int | str | None = 2) -> pd.DataFrame:
     """Loss vs LR per (arm, width_mult): mean over seeds, ``+inf`` where any seed was unstable.
 
-    Columns: ``arm, width_mult, lr, loss, loss_std, n_seeds, n_unstable`` (+ ``width`` when
-    given), sorted by arm, width and LR. ``loss_std`` is over the stable seeds.
+    Columns: ``arm, width_mult, lr, loss, loss_std, n_seeds, n_unstable, blowup`` (+ ``width``
+    when given), sorted by arm, width and LR. ``loss_std`` is over the stable seeds; ``blowup``
+    marks a finite loss that `blowups` takes as unstable (the fit treats it as ``+inf``).
     """
     for column in ("arm", "width_mult", "lr", metric):
         if column not in results:
@@ -53,10 +56,12 @@ def lr_curves(results: pd.DataFrame, metric: str = "final_train_loss", phase: in
     if "width" in df:
         out = out.merge(df.groupby(["arm", "width_mult"])["width"].first().reset_index(), on=["arm", "width_mult"])
     out["n_unstable"] = out["n_unstable"].astype(int)
+    out["blowup"] = np.concatenate([blowups(c.loss.to_numpy(float)) for _, c in out.groupby(["arm", "width_mult"],
+                                                                                            sort=True)] or [[]])
     return out
 
 
-def _arm_rows(curves: pd.DataFrame, noise: float, draws: int, seed: int) -> list[dict]:
+def _arm_rows(curves: pd.DataFrame, noise: float | None, draws: int, seed: int) -> list[dict]:
     """`best_lrs` rows of one arm: grid best, fitted optimum with interval, fitted regret, arm shift."""
     groups = [c for _, c in curves.groupby("width_mult", sort=True)]
     fits = fit_arm([_curve(c) for c in groups], noise, draws, seed)
@@ -68,14 +73,15 @@ def _arm_rows(curves: pd.DataFrame, noise: float, draws: int, seed: int) -> list
     for curve, fitted in zip(groups, fits.rows):
         extra = {"width": curve["width"].iloc[0]} if "width" in curve else {}
         row = {"arm": curve.arm.iloc[0], "width_mult": curve.width_mult.iloc[0], **extra, **_grid_best(curve),
-               **_optimum(curve, fitted), "noise": fits.noise, "noise_source": fits.noise_source}
+               **_optimum(curve, fitted), "n_blowup": int(curve.blowup.sum()), "noise": fits.noise,
+               "noise_source": fits.noise_source}
         rows.append({**row, **dict(zip(("arm_shift", "arm_shift_lo", "arm_shift_hi"), arm_shift))})
     return rows
 
 
 def _curve(curve: pd.DataFrame) -> Curve:
-    return Curve(np.log2(curve.lr.to_numpy(float)), curve.loss.to_numpy(float), curve.n_seeds.to_numpy(float),
-                 curve.loss_std.to_numpy(float))
+    loss = np.where(curve.blowup, np.inf, curve.loss.to_numpy(float))
+    return Curve(np.log2(curve.lr.to_numpy(float)), loss, curve.n_seeds.to_numpy(float), curve.loss_std.to_numpy(float))
 
 
 def _grid_best(curve: pd.DataFrame) -> dict:
@@ -106,12 +112,13 @@ def _optimum(curve: pd.DataFrame, fitted: dict) -> dict:
 
 
 def best_lrs(results: pd.DataFrame, metric: str = "final_train_loss", phase: int | str | None = 2, *,
-             noise: float = NOISE, draws: int = DRAWS, seed: int = 0) -> pd.DataFrame:
+             noise: float | None = None, draws: int = DRAWS, seed: int = 0) -> pd.DataFrame:
     """Best LR per (arm, width_mult): the fitted optimum with its 90% interval, and the transfer regret.
 
     The optimum comes from `fit.fit_arm` (two asymmetric curve models in log2 LR over up to 7 points
     around the minimum, averaged by how well they fit; a parametric bootstrap for the interval;
-    ``noise`` is one seed's loss std, used only where neither residuals nor seeds estimate it;
+    ``noise`` is a prior of one seed's loss std in loss units, pooled in only where neither residuals
+    nor seeds estimate it (default: a scale of the curve, `fit.prior_noise`);
     ``draws`` bootstrap samples, ``seed`` their random seed, so that a verdict is reproducible). Columns:
     ``arm, width_mult, [width,] n_lrs, grid_ratio`` (median ratio of neighbouring LRs), ``lr_grid,
     loss_grid`` (grid argmin of the seed-mean loss), ``lr_fit, lr_lo, lr_hi`` (fitted optimum and its
@@ -124,7 +131,7 @@ def best_lrs(results: pd.DataFrame, metric: str = "final_train_loss", phase: int
     ``regret = loss_at_transfer - loss_grid`` (measured on the grid), ``regret_fit, regret_lo,
     regret_hi`` (fitted: loss at the base width's fitted optimum minus this width's fitted minimum,
     90% interval), ``noise, noise_source`` (one seed's loss std used: "seeds" | "residuals" |
-    "prior") and the arm's ``arm_shift, arm_shift_lo, arm_shift_hi`` (`fit.slope`, octaves per width doubling).
+    "residuals+prior" | "prior"), ``n_blowup`` (finite losses taken as unstable, `blowups`) and the arm's ``arm_shift, arm_shift_lo, arm_shift_hi`` (`fit.slope`, octaves per width doubling).
     """
     curves = lr_curves(results, metric, phase)
     rows = [row for _, c in curves.groupby("arm", sort=True) for row in _arm_rows(c, noise, draws, seed)]
