@@ -391,6 +391,6 @@ def test_report_of_one_lr_draws_without_warnings(tmp_path, monkeypatch):
     monkeypatch.setattr(study_mod, "theory_figures", lambda out: [])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        path, lines = study_mod.write_study_report(out)
+        path, lines, _ = study_mod.write_study_report(out)
     assert lines == ["standard: only width 1× was run — one width"]
     assert (out / "figures" / "figure1_transfer.png").is_file()

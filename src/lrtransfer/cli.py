@@ -156,7 +156,7 @@ def report(sweep_dir: Path = typer.Argument(..., metavar="SWEEP_DIR", help=SWEEP
 
     if not (sweep_dir / "plan.csv").is_file():
         raise typer.BadParameter(f"{sweep_dir} holds no sweep (no plan.csv)", param_hint="SWEEP_DIR")
-    path, lines = write_study_report(sweep_dir)
+    path, lines, _ = write_study_report(sweep_dir)
     for line in lines:
         typer.echo(line)
     typer.echo(f"report: {path}")

@@ -72,14 +72,22 @@ PAGE = """<!DOCTYPE html>
 </html>
 """
 
-SECTIONS = {"verdicts": "Verdicts", "best": "Best learning rate per arm and width",
+SECTIONS = {"verdicts": "Verdicts", "recommend": "Recommended LR at wider widths",
+            "best": "Best learning rate per arm and width",
             "figures": "Figures", "spec": "Sweep spec", "runs": "Runs"}
+RECOMMEND_INTRO = """<p>The base LR to use at a width beyond the widest one measured: each arm's fitted optimum
+moved along its line in log-width, with the 90% interval from the bootstrap draws of the optima;
+the hidden layers' η and λ it gives under the arm's rule (Eq 6-8) and how many weight-decay
+timescales a run of the same length spans there (Eq 33-36). <code>lrtransfer recommend DIR --width W</code>
+prints the same for any width, with the per-role table and a ready-to-paste
+<code>lrtransfer.param_groups</code> call.</p>
+"""
 DIVERGED_MARK = "\u2717 "  # ✗ before the status of a diverged run
 
 
 def write_report(out_dir: str | Path, *, title: str, verdicts: pd.DataFrame, best: pd.DataFrame,
                  figures: Sequence[Any], spec_yaml: str, runs: pd.DataFrame,
-                 notes: Iterable[str] = ()) -> Path:
+                 notes: Iterable[str] = (), recommendation: pd.DataFrame | None = None) -> Path:
     """Write ``out_dir/report.html`` and return its path.
 
     ``verdicts`` and ``best`` are rendered column by column (columns named ``lr`` / ``*_lr_*``
@@ -87,22 +95,26 @@ def write_report(out_dir: str | Path, *, title: str, verdicts: pd.DataFrame, bes
     and ``caption`` (``lrtransfer.plots.study.FigureInfo``); files outside ``out_dir`` are copied
     into ``out_dir/figures``. ``runs`` needs a ``folder`` column (absolute, or relative to the
     current directory or to ``out_dir``); each row links to the folder's ``config.yaml`` when it
-    exists. ``notes`` are plain-text paragraphs placed after the introduction.
+    exists (without a ``folder`` column, as for a sweep run elsewhere, the table has no links).
+    ``notes`` are plain-text paragraphs placed after the introduction; ``recommendation``, when
+    given, is the table of base LRs extrapolated to wider widths (`Analysis.recommend`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paragraphs = [INTRO, *(escape(n) for n in notes)]
     sections = {
         "verdicts": _table(verdicts),
+        "recommend": RECOMMEND_INTRO + _table(recommendation) if recommendation is not None else None,
         "best": _table(best),
         "figures": "\n".join(_figure(f, out_dir) for f in figures),
         "spec": f"<pre>{escape(spec_yaml)}</pre>",
         "runs": _runs_table(runs, out_dir),
     }
+    sections = {key: html for key, html in sections.items() if html is not None}
     body = "\n".join(f"<p>{p}</p>" for p in paragraphs) + "\n" + "\n".join(
         f'<section id="{key}">\n<h2>{SECTIONS[key]}</h2>\n{html}\n</section>'
         for key, html in sections.items())
-    nav = "".join(f'<a href="#{key}">{name}</a>' for key, name in SECTIONS.items())
+    nav = "".join(f'<a href="#{key}">{SECTIONS[key]}</a>' for key in sections)
     path = out_dir / "report.html"
     path.write_text(PAGE.format(title=escape(title), css=CSS, nav=nav, body=body), encoding="utf-8")
     return path
@@ -187,7 +199,7 @@ def _run_folder(folder: Any, out_dir: Path) -> Path:
 def _runs_table(runs: pd.DataFrame, out_dir: Path) -> str:
     """The run table: each ``folder`` links to its ``config.yaml``; diverged rows are marked."""
     if "folder" not in runs.columns:
-        raise KeyError("report: runs needs a 'folder' column to link each run's config.yaml")
+        return _table(runs.reset_index(drop=True))
     links = []
     for folder in runs["folder"]:
         path = _run_folder(folder, out_dir)

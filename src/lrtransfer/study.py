@@ -60,10 +60,22 @@ def study_spec(name: str) -> dict[str, Any]:
 
 @dataclass
 class StudyResult:
+    """A finished (or resumed) study: its report, what the sweep did, and the one analysis of its
+    results (`analysis.Analysis`), which `recommend` reads."""
+
     report: Path
     sweep: sweep.SweepReport
     wall_s: float
     verdicts: list[str]
+    analysis: analysis.Analysis | None = None
+
+    def recommend(self, width: float | None = None, *, width_mult: float | None = None,
+                  steps: int | None = None) -> analysis.Recommendation:
+        """The base LR (90% interval), per-role LR and λ and weight-decay timescales at ``width``
+        for every arm (`analysis.Analysis.recommend`)."""
+        if self.analysis is None:
+            raise ValueError("recommend: this study has no finished runs to analyse")
+        return self.analysis.recommend(width, width_mult=width_mult, steps=steps)
 
 
 def run_study(spec: str | Path | dict | sweep.SweepSpec, out: str | Path, *, workers: int | None = None,
@@ -80,8 +92,8 @@ def run_study(spec: str | Path | dict | sweep.SweepSpec, out: str | Path, *, wor
         done = sweep.run_sweep(spec, out, workers=workers, threads=threads, executor=executor, ray_address=ray_address,
                                progress=progress, on_stage=lambda stage: reports.submit(_partial, out, stage))
         reports.shutdown(cancel_futures=True)  # a partial report not begun yet is superseded by the final one
-    report, lines = write_study_report(out)  # after the partial ones have finished
-    return StudyResult(report, done, time.perf_counter() - t0, lines)
+    report, lines, analysed = write_study_report(out)  # after the partial ones have finished
+    return StudyResult(report, done, time.perf_counter() - t0, lines, analysed)
 
 
 class Study:
@@ -118,31 +130,71 @@ def _partial(out: str | Path, stage: str) -> None:
         log.warning("partial report after %s not written: %s: %s", stage, type(err).__name__, err)
 
 
-def write_study_report(dir: str | Path, partial: str | None = None) -> tuple[Path, list[str]]:
-    """Analyse the sweep in `dir` and write `dir/report.html`; returns it and the verdict lines.
-    ``partial``: the stage just finished, for a report written while the sweep runs (marked so)."""
+def write_study_report(dir: str | Path, partial: str | None = None) -> tuple[Path, list[str], analysis.Analysis]:
+    """Analyse the sweep in `dir` and write `dir/report.html`; returns it, the verdict lines and the
+    analysis. ``partial``: the stage just finished, for a report written while the sweep runs."""
     dir = Path(dir)
     results = sweep.results(dir)
     align = sweep.alignment(dir, results[results["status"].isin(FINISHED)])
-    best = analysis.best_lrs(results)
-    table = analysis.verdict_table(best) if not best.empty else pd.DataFrame(columns=["arm", "text"])
     spec_yaml = (dir / "sweep.yaml").read_text()
-    spec = yaml.safe_load(spec_yaml) or {}  # the resolved spec the sweep wrote, parsed once
-    warmup_arms = spec.get("warmup_arms") or []
-    missing = missing_notes(results, spec)
-    figures = write_study_figures(results, align, dir / "figures", warmup_arms) + theory_figures(dir / "figures")
+    return write_results_report(dir, results, align=align, spec_yaml=spec_yaml, partial=partial)
+
+
+def write_results_report(dir: str | Path, results: pd.DataFrame, *, align: pd.DataFrame | None = None,
+                         spec_yaml: str = "", partial: str | None = None,
+                         analysed: analysis.Analysis | None = None) -> tuple[Path, list[str], analysis.Analysis]:
+    """`dir/report.html` of a results frame (docs/study.md), analysed once (`analysis.analyze`,
+    unless ``analysed`` is given) for the verdicts, the figures, the notes and the recommendation.
+    ``spec_yaml``: the sweep's resolved spec, shown in the report (empty for a sweep run elsewhere)."""
+    dir = Path(dir)
+    spec = yaml.safe_load(spec_yaml) or {} if spec_yaml else {}  # the resolved spec, parsed once
+    an = analysis.analyze(results) if analysed is None else analysed
+    table = an.table
+    missing = missing_notes(results, spec, an.best)
+    figures = write_study_figures(results, align, dir / "figures", spec.get("warmup_arms") or [], an)
+    figures += theory_figures(dir / "figures")
     name = spec.get("name", dir.name)
     path = write_report(
         dir, title=("[partial] " if partial else "") + f"LR transfer study: {name}",
         verdicts=table[[c for c in VERDICT_COLUMNS if c in table]],
-        best=best, figures=figures, spec_yaml=spec_yaml, runs=results.drop(columns=["config"]),
+        best=an.best, figures=figures, spec_yaml=spec_yaml or "(the sweep was run elsewhere)",
+        runs=results.drop(columns=["config"], errors="ignore"), recommendation=recommendation_table(an),
         notes=[*_partial_note(partial), *missing, *analysis.phase1_edges(results), *refine_note(results, spec),
-               *bracket_note(results, spec), *timescale_notes(results)],
+               *bracket_note(results, spec), *timescale_notes(results, an), *blowup_notes(an.best)],
     )
-    return path, missing + (list(table["text"]) if "text" in table else [])
+    return path, missing + an.verdicts, an
 
 
-def missing_notes(results: pd.DataFrame, spec: dict[str, Any]) -> list[str]:
+REPORT_TARGETS = (4, 16, 64)  # the recommendation table's targets, in multiples of the widest measured width
+
+
+def recommendation_table(an: analysis.Analysis) -> pd.DataFrame | None:
+    """Each arm's recommended base LR at `REPORT_TARGETS` × its widest measured width."""
+    if an.best.empty or not an.lines:
+        return None
+    widest = float(an.best["width_mult"].max())
+    base = an.base_width()
+    frames = []
+    for k in REPORT_TARGETS:
+        rec = an.recommend(width_mult=widest * k).table
+        target = {"width": rec["width_mult"] * base} if base else {}
+        frames.append(rec.assign(**target))
+    df = pd.concat(frames, ignore_index=True)
+    columns = ["arm", "verdict", *(["width"] if base else []), "width_mult", "lr", "lr_lo", "lr_hi", "hidden_lr",
+               "hidden_wd", "timescales", "warnings"]
+    return df[[c for c in columns if c in df]].sort_values(["arm", "width_mult"], ignore_index=True)
+
+
+def blowup_notes(best: pd.DataFrame) -> list[str]:
+    """Curves where finite blow-ups or spikes were taken as unstable (`analysis.blowups`)."""
+    if "n_blowup" not in best or not best["n_blowup"].any():
+        return []
+    where = ", ".join(f"{r.arm} {r.width_mult:g}× ({r.n_blowup})" for r in best[best["n_blowup"] > 0].itertuples())
+    return [f"Finite blow-ups or spikes, far above their neighbours on the loss-vs-LR curve, were taken as unstable "
+            f"LRs (like a divergence: they bound the fit) at {where}; the figure marks them ✗."]
+
+
+def missing_notes(results: pd.DataFrame, spec: dict[str, Any], best: pd.DataFrame | None = None) -> list[str]:
     """What an unfinished or failed sweep lacks: runs without a result, stages that were never
     planned (no phase-1 pick, no phase-2 standard run), arms without a verdict. [] when complete."""
     runs = results.drop_duplicates("config_hash")
@@ -161,7 +213,7 @@ def missing_notes(results: pd.DataFrame, spec: dict[str, Any]) -> list[str]:
         if arm not in picked and not ((results["arm"] == arm) & (phase == "2")).any():
             notes.append(f"arm {arm}: phase 2 was not planned: no phase-1 LR of it finished with a finite loss "
                          "(every seed), so there is no LR to freeze, and no verdict.")
-    if spec.get("dynamics") and not (phase == "dynamics").any() and analysis.dynamics_lr(results) is None:
+    if spec.get("dynamics") and not (phase == "dynamics").any() and analysis.dynamics_lr(results, best) is None:
         notes.append("dynamics: not planned (no finished phase-2 run of the standard arm); Figures 4, 5 and 16 "
                      "are missing.")
     return notes
@@ -207,17 +259,19 @@ def bracket_note(results: pd.DataFrame, spec: dict) -> list[str]:
             f"grid's {len(grid)} LRs ({phase2['config_hash'].nunique()} phase-2 runs)."]
 
 
-def timescale_notes(results: pd.DataFrame) -> list[str]:
+def timescale_notes(results: pd.DataFrame, analysed: analysis.Analysis | None = None) -> list[str]:
     """How many weight-decay timescales 1/(2ηλ) (Eq 33-36) the runs span, per arm at the widest width.
 
     The effect the study looks for lives in the weight-decay equilibrium; a run shorter than a few
     timescales cannot show it. Counted at the LR best at the base width, with the schedule's mean
     multiplier (η_t varies), for the hidden layers' actual η and λ.
     """
+    if "config" not in results:
+        return []
     runs = results[(results["phase"].astype(str) == "2") & results["config"].notna()]
     if runs.empty:
         return []
-    best = analysis.best_lrs(results)
+    best = analysis.best_lrs(results) if analysed is None else analysed.best
     base = best[best["width_mult"] == best["width_mult"].min()].set_index("arm")["lr_grid"]
     lines = []
     for (arm, m), group in runs.groupby(["arm", "width_mult"]):

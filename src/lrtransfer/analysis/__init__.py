@@ -7,8 +7,12 @@
   and the Eq 38 warmup prediction (Figure 5).
 * `picks` — the LRs the study picks from finished runs (phase 1's frozen LR, the dynamics LR, refine).
 * `frames` — row selections and seed means shared with the figures.
+* `blowups` — finite blow-ups and spikes, taken as unstable points of a curve.
+* `result` — `analyze`: all of the above computed once per results frame (`Analysis`), and
+  `recommend` — the base LR, per-role LR and λ and timescales at a target width.
 """
 
+from lrtransfer.analysis.blowups import blowups
 from lrtransfer.analysis.dynamics import (
     hidden_layers,
     layer_lrs,
@@ -17,9 +21,9 @@ from lrtransfer.analysis.dynamics import (
     warmup_ratio_prediction,
     with_progress,
 )
-from lrtransfer.analysis.blowups import blowups
 from lrtransfer.analysis.fit import Curve, fit_arm, slope
 from lrtransfer.analysis.picks import base_best_lr, dynamics_lr, figure5_lrs, phase1_edges, phase1_picks
+from lrtransfer.analysis.result import Analysis, Recommendation, analyze, arm_rules, named_rules
 from lrtransfer.analysis.transfer import (
     TOLERANCE,
     best_lrs,
@@ -32,7 +36,11 @@ from lrtransfer.analysis.transfer import (
 
 __all__ = [
     "TOLERANCE",
+    "Analysis",
     "Curve",
+    "Recommendation",
+    "analyze",
+    "arm_rules",
     "base_best_lr",
     "best_lrs",
     "blowups",
@@ -43,6 +51,7 @@ __all__ = [
     "layer_lrs",
     "layer_order",
     "lr_curves",
+    "named_rules",
     "optimum_shift",
     "phase1_edges",
     "phase1_picks",

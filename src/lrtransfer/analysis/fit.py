@@ -281,15 +281,46 @@ def _regrets(fits: list[_ModelFit], weights: np.ndarray, w: _Windows, rows: list
     return out
 
 
-def slope(log2_m: np.ndarray, x_opt: np.ndarray, draws: np.ndarray) -> tuple[float, float, float]:
-    """How fast the optimum moves: the weighted least-squares slope of the optima ``x_opt`` (log2 LR)
-    against ``log2_m`` (log2 width multiplier), in octaves per width doubling, and its ``LEVEL``
-    interval from the slope of each joint bootstrap draw (``draws``: widths x draws). Weights:
-    1 / the variance of each width's draws."""
-    w = 1.0 / np.maximum(draws.var(axis=1), 1e-8)
-    lm = log2_m - (w @ log2_m) / w.sum()
-    sxx = w @ lm**2
-    est = float((w * lm) @ x_opt / sxx)
+@dataclass(frozen=True)
+class ShiftLine:
+    """log2 of the best LR against log2 of the width multiplier: the weighted least-squares line
+    through the fitted optima, and the line through each joint bootstrap draw of them. ``centre``:
+    the weighted mean log2 m, where ``level`` (log2 LR) is least uncertain."""
+
+    centre: float
+    level: float
+    slope: float
+    levels: np.ndarray
+    slopes: np.ndarray
+
+    def slope_interval(self) -> tuple[float, float, float]:
+        """The slope (octaves per width doubling) and its ``LEVEL`` interval."""
+        return _interval(self.slope, self.slopes)
+
+    def at(self, log2_m: float) -> tuple[float, float, float]:
+        """log2 of the best LR at ``log2_m`` and its ``LEVEL`` interval, extrapolating the line."""
+        d = log2_m - self.centre
+        return _interval(self.level + self.slope * d, self.levels + self.slopes * d)
+
+
+def _interval(est: float, draws: np.ndarray) -> tuple[float, float, float]:
     tail = 50 * (1 - LEVEL)
-    lo, hi = np.percentile((w * lm) @ draws / sxx, [tail, 100 - tail])
-    return est, float(min(lo, est)), float(max(hi, est))
+    lo, hi = np.percentile(draws, [tail, 100 - tail])
+    return float(est), float(min(lo, est)), float(max(hi, est))
+
+
+def shift_line(log2_m: np.ndarray, x_opt: np.ndarray, draws: np.ndarray) -> ShiftLine:
+    """The `ShiftLine` of optima ``x_opt`` (log2 LR) at ``log2_m``, with ``draws`` (widths x draws)
+    of them; weights: 1 / the variance of each width's draws."""
+    w = 1.0 / np.maximum(draws.var(axis=1), 1e-8)
+    centre = float(w @ log2_m / w.sum())
+    lm = log2_m - centre
+    sxx = w @ lm**2
+    return ShiftLine(centre, float(w @ x_opt / w.sum()), float((w * lm) @ x_opt / sxx), w @ draws / w.sum(),
+                     (w * lm) @ draws / sxx)
+
+
+def slope(log2_m: np.ndarray, x_opt: np.ndarray, draws: np.ndarray) -> tuple[float, float, float]:
+    """How fast the optimum moves: the slope of `shift_line`, in octaves per width doubling, and its
+    ``LEVEL`` interval from the slope of each joint bootstrap draw (``draws``: widths x draws)."""
+    return shift_line(log2_m, x_opt, draws).slope_interval()

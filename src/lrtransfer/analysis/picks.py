@@ -22,11 +22,13 @@ def phase1_picks(frame: pd.DataFrame, metric: str = "final_train_loss") -> dict[
     return {arm: float(lr) for arm, lr in zip(best["arm"], best["lr_grid"])}
 
 
-def base_best_lr(results: pd.DataFrame | None, arms=("independent", "standard")) -> float | None:
-    """The phase-2 grid LR best at the smallest width, for the first of ``arms`` that has one."""
+def base_best_lr(results: pd.DataFrame | None, arms=("independent", "standard"),
+                 best: pd.DataFrame | None = None) -> float | None:
+    """The phase-2 grid LR best at the smallest width, for the first of ``arms`` that has one
+    (``best``: the results' `best_lrs`, when already computed)."""
     if results is None or results.empty or "final_train_loss" not in results:
         return None
-    best = best_lrs(results)
+    best = best_lrs(results) if best is None else best
     for arm in arms:
         b = best[best.arm == arm].sort_values("width_mult") if not best.empty else best
         if len(b) and np.isfinite(b.lr_grid.iloc[0]):
@@ -34,28 +36,29 @@ def base_best_lr(results: pd.DataFrame | None, arms=("independent", "standard"))
     return None
 
 
-def widest_best(results: pd.DataFrame, arm: str = "standard") -> tuple[float, float] | None:
+def widest_best(results: pd.DataFrame, arm: str = "standard",
+                best: pd.DataFrame | None = None) -> tuple[float, float] | None:
     """``(m, base LR)``: the widest width of ``arm``'s phase-2 runs and its grid-best base LR there."""
-    best = best_lrs(results)
+    best = best_lrs(results) if best is None else best
     if best.empty:
         return None
     b = best[(best.arm == arm) & np.isfinite(best.loss_grid)].sort_values("width_mult")
     return (float(b.width_mult.iloc[-1]), float(b.lr_grid.iloc[-1])) if len(b) else None
 
 
-def dynamics_lr(results: pd.DataFrame) -> float | None:
+def dynamics_lr(results: pd.DataFrame, best: pd.DataFrame | None = None) -> float | None:
     """The (η, λ) of the dynamics runs (Figures 4, 16; Appendix G.3.3): the hidden-layer LR of the
     standard arm's best run at the widest width *after* μP scaling, η = η_base/m, which those runs
     apply to every parameter at every width (the paper: 4e-3 = 6.4e-2/16)."""
-    picked = widest_best(results, "standard")
+    picked = widest_best(results, "standard", best)
     return None if picked is None else picked[1] / picked[0]
 
 
-def figure5_lrs(results: pd.DataFrame) -> tuple[float, float, float] | None:
+def figure5_lrs(results: pd.DataFrame, best: pd.DataFrame | None = None) -> tuple[float, float, float] | None:
     """``(m, standard base LR, independent base LR)`` of the Figure 5 pair (Appendix G.3.4): the
     standard arm's best run at the widest width m, hidden layers (η/m, λ), and the independent run
     with the same LR-WD product, base LR η/m, hidden layers (η/m², mλ)."""
-    picked = widest_best(results, "standard")
+    picked = widest_best(results, "standard", best)
     return None if picked is None else (picked[0], picked[1], picked[1] / picked[0])
 
 

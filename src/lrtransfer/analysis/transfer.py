@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lrtransfer.analysis.blowups import blowups
-from lrtransfer.analysis.fit import DRAWS, MIN_POINTS, Curve, fit_arm, slope
+from lrtransfer.analysis.fit import DRAWS, MIN_POINTS, Curve, ShiftLine, fit_arm, shift_line
 from lrtransfer.analysis.frames import in_phase
 from lrtransfer.store import DIVERGED, FAILED, PENDING, RUNNING
 
@@ -61,14 +61,15 @@ def lr_curves(results: pd.DataFrame, metric: str = "final_train_loss", phase: in
     return out
 
 
-def _arm_rows(curves: pd.DataFrame, noise: float | None, draws: int, seed: int) -> list[dict]:
-    """`best_lrs` rows of one arm: grid best, fitted optimum with interval, fitted regret, arm shift."""
+def _arm_rows(curves: pd.DataFrame, noise: float | None, draws: int, seed: int) -> tuple[list[dict], ShiftLine | None]:
+    """`best_lrs` rows of one arm (grid best, fitted optimum with interval, fitted regret, arm shift)
+    and the arm's `ShiftLine` (None with fewer than two widths with an optimum)."""
     groups = [c for _, c in curves.groupby("width_mult", sort=True)]
     fits = fit_arm([_curve(c) for c in groups], noise, draws, seed)
     ok = [k for k, r in enumerate(fits.rows) if np.isfinite(r["x_opt"])]
     log2_m = np.log2([float(groups[k].width_mult.iloc[0]) for k in ok])
-    arm_shift = slope(log2_m, np.array([fits.rows[k]["x_opt"] for k in ok]), fits.draws[ok]) if len(ok) > 1 \
-        else (np.nan,) * 3
+    line = shift_line(log2_m, np.array([fits.rows[k]["x_opt"] for k in ok]), fits.draws[ok]) if len(ok) > 1 else None
+    arm_shift = line.slope_interval() if line else (np.nan,) * 3
     rows = []
     for curve, fitted in zip(groups, fits.rows):
         extra = {"width": curve["width"].iloc[0]} if "width" in curve else {}
@@ -76,7 +77,7 @@ def _arm_rows(curves: pd.DataFrame, noise: float | None, draws: int, seed: int) 
                **_optimum(curve, fitted), "n_blowup": int(curve.blowup.sum()), "noise": fits.noise,
                "noise_source": fits.noise_source}
         rows.append({**row, **dict(zip(("arm_shift", "arm_shift_lo", "arm_shift_hi"), arm_shift))})
-    return rows
+    return rows, line
 
 
 def _curve(curve: pd.DataFrame) -> Curve:
@@ -131,15 +132,27 @@ def best_lrs(results: pd.DataFrame, metric: str = "final_train_loss", phase: int
     ``regret = loss_at_transfer - loss_grid`` (measured on the grid), ``regret_fit, regret_lo,
     regret_hi`` (fitted: loss at the base width's fitted optimum minus this width's fitted minimum,
     90% interval), ``noise, noise_source`` (one seed's loss std used: "seeds" | "residuals" |
-    "residuals+prior" | "prior"), ``n_blowup`` (finite losses taken as unstable, `blowups`) and the arm's ``arm_shift, arm_shift_lo, arm_shift_hi`` (`fit.slope`, octaves per width doubling).
+    "residuals+prior" | "prior"), ``n_blowup`` (finite losses taken as unstable, `blowups`) and the
+    arm's ``arm_shift, arm_shift_lo, arm_shift_hi`` (`fit.slope`, octaves per width doubling).
     """
-    curves = lr_curves(results, metric, phase)
-    rows = [row for _, c in curves.groupby("arm", sort=True) for row in _arm_rows(c, noise, draws, seed)]
+    return fit_curves(lr_curves(results, metric, phase), noise=noise, draws=draws, seed=seed)[0]
+
+
+def fit_curves(curves: pd.DataFrame, *, noise: float | None = None, draws: int = DRAWS,
+               seed: int = 0) -> tuple[pd.DataFrame, dict[str, ShiftLine]]:
+    """`best_lrs` of the `lr_curves` frame ``curves``, and each arm's `ShiftLine` (arms with an
+    optimum at two or more widths)."""
+    rows, lines = [], {}
+    for arm, c in curves.groupby("arm", sort=True):
+        arm_rows, line = _arm_rows(c, noise, draws, seed)
+        rows += arm_rows
+        if line is not None:
+            lines[str(arm)] = line
     best = pd.DataFrame(rows)
     if best.empty:
-        return best
+        return best, lines
     best = pd.concat([_regret(g, curves[curves.arm == arm]) for arm, g in best.groupby("arm", sort=True)])
-    return best.reset_index(drop=True)
+    return best.reset_index(drop=True), lines
 
 
 def _regret(best: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:

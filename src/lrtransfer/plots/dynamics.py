@@ -29,7 +29,8 @@ def _covered_lr(a: pd.DataFrame, cells: list[str], target: float | None) -> floa
 
 
 def rrc_data(results: pd.DataFrame | None, align: pd.DataFrame | None, lr: float | None = None,
-             layer: str | None = None, arms=("standard", "independent")) -> pd.DataFrame | None:
+             layer: str | None = None, arms=("standard", "independent"),
+             best: pd.DataFrame | None = None) -> pd.DataFrame | None:
     """Figure 3: RRC, alignment ratio and relative update over time for one layer, at the
     smallest and largest width of phase-2 runs of ``arms``, at one base LR (default: the LR best
     at the smallest width, or the recorded LR nearest to it)."""
@@ -39,7 +40,7 @@ def rrc_data(results: pd.DataFrame | None, align: pd.DataFrame | None, lr: float
     if a.empty:
         return skip("figure 3", f"no phase-2 alignment records of arms {list(arms)}")
     a = a[a.width_mult.isin([a.width_mult.min(), a.width_mult.max()])]
-    lr = _covered_lr(a, ["arm", "width_mult"], lr or base_best_lr(results))
+    lr = _covered_lr(a, ["arm", "width_mult"], lr or base_best_lr(results, best=best))
     a = a[same_lr(a.lr, lr)]
     layer = layer or representative_layer(a)
     a = with_progress(a[a.layer == layer])
@@ -134,7 +135,8 @@ def plot_alignment(df: pd.DataFrame | None, save_to: Path) -> Path | None:
 
 
 def layer_alignment_data(results: pd.DataFrame | None, align: pd.DataFrame | None, at: float = 0.5,
-                         lr: float | None = None, fallback_arm: str = "independent") -> pd.DataFrame | None:
+                         lr: float | None = None, fallback_arm: str = "independent",
+                         best: pd.DataFrame | None = None) -> pd.DataFrame | None:
     """Figure 16: every layer's alignment ratio at the record nearest ``at`` of training, per width.
 
     From the dynamics runs (`dynamics_runs`), else from the phase-2 runs of ``fallback_arm`` at
@@ -146,7 +148,7 @@ def layer_alignment_data(results: pd.DataFrame | None, align: pd.DataFrame | Non
     if runs is None and align is not None and not align.empty:
         runs = align[in_phase(align, 2) & (align.arm == fallback_arm)]
         if not runs.empty:
-            runs = runs[same_lr(runs.lr, _covered_lr(runs, ["width_mult"], lr or base_best_lr(results)))]
+            runs = runs[same_lr(runs.lr, _covered_lr(runs, ["width_mult"], lr or base_best_lr(results, best=best)))]
         source = f"phase-2 {fallback_arm} runs"
     if runs is None or runs.empty:
         return skip("figure 16", "no dynamics runs and no phase-2 alignment records")

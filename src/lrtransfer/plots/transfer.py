@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from lrtransfer.analysis import best_lrs, lr_curves, verdict_table
+from lrtransfer.analysis import Analysis, best_lrs, lr_curves, verdict_table
 from lrtransfer.analysis.transfer import signed
 from lrtransfer.plots.common import ARM_LABELS, STYLE, save, skip, width_colors, width_label
 from lrtransfer.scaling import WD_RULES
@@ -23,34 +23,39 @@ def _ordered(arms) -> list[str]:
 
 
 def transfer_data(results: pd.DataFrame | None, arms: list[str] | None = None, metric: str = "final_train_loss",
-                  phase: int | str = 2, figure: str = "figure 1", warmup_arms: Sequence[str] = ()
-                  ) -> pd.DataFrame | None:
+                  phase: int | str = 2, figure: str = "figure 1", warmup_arms: Sequence[str] = (),
+                  analysis: Analysis | None = None) -> pd.DataFrame | None:
     """Loss vs base LR per (arm, width) with each curve's fitted optimum (`analysis.best_lrs`).
 
     Default arms: every arm except the ``warmup_arms`` of Figure 6, weight-decay rules first.
     Columns: ``arm, width_mult, [width,] lr, loss`` (seed mean, inf if unstable), ``loss_std,
-    n_seeds, n_unstable, unstable``, and per curve ``opt_lr, opt_lo, opt_hi`` (the fitted
+    n_seeds, n_unstable, blowup, unstable``, and per curve ``opt_lr, opt_lo, opt_hi`` (the fitted
     optimum and its 90% interval), ``opt_loss, opt_fit, opt_at_edge, opt_claimed, transfer_lr``
     (the grid LR best at the arm's smallest width), and per arm ``m_min, m_max, per_doubling,
     per_doubling_lo, per_doubling_hi, verdict, max_regret`` (`analysis.verdict_table`).
+    ``analysis``: the results' `analysis.analyze`, when already computed (same metric and phase).
     """
     if results is None or results.empty or metric not in results or "phase" not in results:
         return skip(figure, f"no results with a {metric!r} column")
-    curves = lr_curves(results, metric, phase)
+    curves = lr_curves(results, metric, phase) if analysis is None else analysis.curves
     if arms is None:
         arms = [a for a in curves.arm.unique() if a not in warmup_arms]
     curves = curves[curves.arm.isin(arms)]
     if curves.empty:
         return skip(figure, f"no phase-{phase} runs of arms {list(arms)}")
-    best = best_lrs(results[results.arm.isin(arms)], metric, phase)
-    verdict = verdict_table(best)[["arm", "m_min", "m_max", "per_doubling", "per_doubling_lo", "per_doubling_hi",
+    if analysis is None:
+        best = best_lrs(results[results.arm.isin(arms)], metric, phase)
+        table = verdict_table(best)
+    else:
+        best, table = analysis.best[analysis.best.arm.isin(arms)], analysis.table[analysis.table.arm.isin(arms)]
+    verdict = table[["arm", "m_min", "m_max", "per_doubling", "per_doubling_lo", "per_doubling_hi",
                                    "grid_steps", "verdict", "max_regret"]]
     opt = best.rename(columns={"lr_fit": "opt_lr", "lr_lo": "opt_lo", "lr_hi": "opt_hi", "loss_fit": "opt_loss",
                                "fit": "opt_fit", "at_edge": "opt_at_edge", "optimum_claimed": "opt_claimed"})
     opt = opt[["arm", "width_mult", "opt_lr", "opt_lo", "opt_hi", "opt_loss", "opt_fit", "opt_at_edge", "opt_claimed",
                "transfer_lr"]]
     df = curves.merge(opt, on=["arm", "width_mult"], how="left").merge(verdict, on="arm", how="left")
-    df["unstable"] = ~np.isfinite(df["loss"])
+    df["unstable"] = ~np.isfinite(df["loss"]) | df["blowup"]
     order = {a: i for i, a in enumerate(_ordered(arms))}
     return df.sort_values(["arm", "width_mult", "lr"], key=lambda s: s.map(order) if s.name == "arm" else s,
                           ignore_index=True)
@@ -109,7 +114,7 @@ def _panel(ax: plt.Axes, d: pd.DataFrame, colors: dict, ylim: tuple[float, float
     top = ax.get_xaxis_transform()  # x in data, y in axes fraction: markers pinned to the top
     for i, (m, c) in enumerate(d.groupby("width_mult")):
         c, col = c.sort_values("lr"), colors[float(m)]
-        ok = np.isfinite(c.loss)
+        ok = np.isfinite(c.loss) & ~c.get("blowup", False)  # a finite blow-up is unstable too
         row = 0.965 - 0.035 * i  # one row of markers per width, so that equal LRs do not hide each other
         ax.plot(c.lr[ok], c.loss[ok], "o-", color=col, ms=4, lw=1.6)
         ax.plot(c.lr[~ok], np.full((~ok).sum(), row), "x", color=col, ms=7, mew=2, transform=top)
@@ -151,7 +156,7 @@ def _legend(fig: plt.Figure, df: pd.DataFrame, colors: dict) -> None:
                for m, c in colors.items()]
     handles += [Line2D([], [], ls="-", marker="*", ms=12, mfc="gray", mec="k", color="gray",
                        label="fitted optimum, 90% interval (hollow: none claimed)"),
-                Line2D([], [], ls="none", marker="x", ms=7, mew=2, color="gray", label="diverged / failed (top)"),
+                Line2D([], [], ls="none", marker="x", ms=7, mew=2, color="gray", label="diverged / failed / blew up (top)"),
                 Line2D([], [], ls="none", marker="^", ms=6, mfc="none", color="gray", label="above the axis"),
                 Line2D([], [], color="gray", ls=":", label="best LR at smallest width")]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, framealpha=0.85)  # below the panels, on no curve

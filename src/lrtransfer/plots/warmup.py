@@ -35,14 +35,14 @@ def _schedule(results, runs: pd.DataFrame, role: str) -> Schedule | None:
     return None if lrs is None else (lrs, wd)
 
 
-def _pair(results: pd.DataFrame | None, align: pd.DataFrame | None,
-          lr: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame] | str:
+def _pair(results: pd.DataFrame | None, align: pd.DataFrame | None, lr: float | None = None,
+          best: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame] | str:
     """Records of the Figure 5 pair at the widest width m (Appendix G.3.4): the standard run best
     there (``lr`` overrides it), hidden layers (η/m, λ), and the independent run with the same
     LR-WD product (base LR η/m), hidden layers (η/m², mλ); or why there are none."""
     if align is None or align.empty or "phase" not in align:
         return "no alignment records"
-    picked = figure5_lrs(results) if results is not None and not results.empty else None
+    picked = figure5_lrs(results, best) if results is not None and not results.empty else None
     if picked is None:
         return "no finished phase-2 standard run"
     m, lr_standard, lr_independent = picked
@@ -61,7 +61,7 @@ def _pair(results: pd.DataFrame | None, align: pd.DataFrame | None,
 
 def warmup_effect_data(results: pd.DataFrame | None, align: pd.DataFrame | None, layer: str | None = None,
                        lr: float | None = None, scaled: Schedule | None = None,
-                       base: Schedule | None = None) -> pd.DataFrame | None:
+                       base: Schedule | None = None, best: pd.DataFrame | None = None) -> pd.DataFrame | None:
     """Relative update and RRC of (η/m, mλ) vs (η, λ) at one width, their ratio, and Eq 38.
 
     The pair of Appendix G.3.4 (`_pair`): ``base`` the standard run best at the widest width,
@@ -70,9 +70,9 @@ def warmup_effect_data(results: pd.DataFrame | None, align: pd.DataFrame | None,
     runs' actual per-step LRs of the layer (Eq 30, whole steps with their decay term, as the
     measured ΔW; ρ0 = 1/√fan_in: the init RMS of N(0, 1/fan_in)); pass ``scaled``/``base`` as
     ``(lrs, weight_decay)``, else they come from the runs' ``config`` in ``results`` (NaN when
-    neither is there).
+    neither is there). ``best``: the results' `best_lrs`, when already computed.
     """
-    pair = _pair(results, align, lr)
+    pair = _pair(results, align, lr, best)
     if isinstance(pair, str):
         return skip("figure 5", pair)
     dyn, hat = pair
