@@ -163,6 +163,97 @@ def report(sweep_dir: Path = typer.Argument(..., metavar="SWEEP_DIR", help=SWEEP
 
 
 @app.command(cls=_Command)
+def analyze(
+    file: Path = typer.Argument(..., metavar="FILE", help="Runs of a sweep run elsewhere: .csv, .parquet or .jsonl."),
+    out: Path = typer.Option(..., help="Folder for results.csv, the figures and report.html."),
+    width_column: str = typer.Option("width", help="Column of each run's width."),
+    width_mult_column: str = typer.Option("width_mult", help="Column of each run's width multiplier (instead)."),
+    lr_column: str = typer.Option("lr", help="Column of each run's base LR."),
+    loss_column: str = typer.Option("loss", help="Column of each run's final loss (NaN/inf: unstable)."),
+    arm_column: str = typer.Option("arm", help="Column of each run's arm (rule or variant); optional."),
+    seed_column: str = typer.Option("seed", help="Column of each run's seed; optional."),
+    status_column: str = typer.Option("status", help="Column of done|diverged|failed; optional."),
+    weight_decay: float | None = typer.Option(None, help="Base λ of arms named after a rule (standard, independent)."),
+    lr_scaling: str = typer.Option("mup", help="LR rule of those arms: mup | sqrt | none."),
+) -> None:
+    """Verdicts, Figure 1, a recommendation table and report.html for a sweep lrtransfer did not
+    run (one row per run); then `lrtransfer recommend OUT --width W`."""
+    from lrtransfer.analysis.foreign import read_sweep
+    from lrtransfer.scaling import LR_RULES
+    from lrtransfer.study import write_results_report
+
+    if lr_scaling not in LR_RULES:
+        raise typer.BadParameter(f"{lr_scaling!r} is not one of {'|'.join(LR_RULES)}", param_hint="--lr-scaling")
+    if weight_decay is not None and not weight_decay >= 0:
+        raise typer.BadParameter(f"must be >= 0, got {weight_decay}", param_hint="--weight-decay")
+    columns = {"width": width_column, "width_mult": width_mult_column, "lr": lr_column, "loss": loss_column,
+               "arm": arm_column, "seed": seed_column, "status": status_column}
+    try:
+        results = read_sweep(file, columns)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="FILE") from None
+    if weight_decay is not None:
+        results = _with_named_rules(results, weight_decay, lr_scaling)
+    _check_folder(out, "--out")
+    out.mkdir(parents=True, exist_ok=True)
+    results.to_csv(out / RESULTS_FILE, index=False)
+    path, lines, _ = write_results_report(out, results)
+    for line in lines:
+        typer.echo(line)
+    typer.echo(f"report: {path}")
+
+
+RESULTS_FILE = "results.csv"  # what `lrtransfer analyze` writes: the results frame it read
+
+
+def _with_named_rules(results, weight_decay: float, lr_scaling: str):
+    """Results with ``wd_scaling, weight_decay, lr_scaling`` columns for arms named after a rule."""
+    from lrtransfer.scaling import WD_RULES
+
+    named = results["arm"].isin(WD_RULES)
+    return results.assign(wd_scaling=results["arm"].where(named), weight_decay=weight_decay, lr_scaling=lr_scaling)
+
+
+@app.command(cls=_Command)
+def recommend(
+    dir: Path = typer.Argument(..., metavar="DIR", help="A sweep folder, or a folder written by lrtransfer analyze."),
+    width: float | None = typer.Option(None, help="The target width (in the sweep's width units)."),
+    width_mult: float | None = typer.Option(None, help="The target as a multiple of the base width (instead)."),
+    steps: int | None = typer.Option(None, min=1, help="Optimizer steps at the target (default: the runs' own)."),
+) -> None:
+    """The base LR to use at the target width with its 90% interval, each role's LR and λ, the
+    weight-decay timescales there, warnings, and a ready-to-paste lrtransfer.param_groups call."""
+    from lrtransfer.analysis import analyze as analyze_results
+
+    if (width is None) == (width_mult is None):
+        raise click.exceptions.UsageError("give the target as --width or --width-mult (one of them)")
+    results = _load_results(dir)
+    try:
+        rec = analyze_results(results).recommend(width, width_mult=width_mult, steps=steps)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--width" if width is not None else "--width-mult") from None
+    typer.echo(rec.text())
+
+
+def _load_results(dir: Path):
+    """The results frame of a sweep folder, or of a folder `lrtransfer analyze` wrote."""
+    if (dir / "plan.csv").is_file():
+        from lrtransfer import sweep as sweep_mod
+
+        return sweep_mod.results(dir)
+    if (dir / RESULTS_FILE).is_file():
+        import pandas as pd
+
+        from lrtransfer.analysis.foreign import read_table
+
+        raw = read_table(dir / RESULTS_FILE)
+        numeric = ["phase", "width", "width_mult", "lr", "seed", "final_train_loss", "weight_decay"]
+        return raw.assign(**{c: pd.to_numeric(raw[c], errors="coerce") for c in numeric if c in raw})
+    raise typer.BadParameter(f"{dir} holds no sweep (no plan.csv) and no {RESULTS_FILE} of lrtransfer analyze",
+                             param_hint="DIR")
+
+
+@app.command(cls=_Command)
 def status(sweep_dir: Path = typer.Argument(..., metavar="SWEEP_DIR", help=SWEEP_DIR)) -> None:
     """Where a running or finished sweep stands: runs per stage and status, elapsed, phase-1 LRs (read-only)."""
     from lrtransfer.sweep.status import sweep_status

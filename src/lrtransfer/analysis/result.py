@@ -147,6 +147,8 @@ def _from_columns(runs: pd.DataFrame) -> ArmRule | None:
     if "wd_scaling" not in runs or "weight_decay" not in runs:
         return None
     first = runs.iloc[0]
+    if first["wd_scaling"] not in WD_RULES or not np.isfinite(float(first["weight_decay"])):
+        return None
     fields = {"weight_decay": float(first["weight_decay"]), "wd_scaling": str(first["wd_scaling"])}
     if "lr_scaling" in runs:
         fields["lr_scaling"] = str(first["lr_scaling"])

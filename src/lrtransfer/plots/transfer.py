@@ -156,7 +156,8 @@ def _legend(fig: plt.Figure, df: pd.DataFrame, colors: dict) -> None:
                for m, c in colors.items()]
     handles += [Line2D([], [], ls="-", marker="*", ms=12, mfc="gray", mec="k", color="gray",
                        label="fitted optimum, 90% interval (hollow: none claimed)"),
-                Line2D([], [], ls="none", marker="x", ms=7, mew=2, color="gray", label="diverged / failed / blew up (top)"),
+                Line2D([], [], ls="none", marker="x", ms=7, mew=2, color="gray",
+                       label="diverged / failed / blew up (top)"),
                 Line2D([], [], ls="none", marker="^", ms=6, mfc="none", color="gray", label="above the axis"),
                 Line2D([], [], color="gray", ls=":", label="best LR at smallest width")]
     fig.legend(handles=handles, loc="outside lower center", ncol=4, framealpha=0.85)  # below the panels, on no curve
