@@ -73,12 +73,12 @@ def sweep(
     executor: str = typer.Option("local", help="local (process pool) | ray (needs the ray extra of lrtransfer)."),
     ray_address: str | None = typer.Option(None, help="Ray cluster to join (default: start a local one)."),
 ) -> None:
-    """Run or resume an LR-transfer sweep (two-phase protocol, Appendix G.2); exit 1 if a run failed
-    or an arm could not be planned."""
+    """Run or resume an LR-transfer sweep (two-phase protocol, Appendix G.2), then print its verdicts
+    and write its report; exit 1 if a run failed or an arm could not be planned."""
     import importlib.util
 
     from lrtransfer import store
-    from lrtransfer.sweep import load_spec, run_sweep
+    from lrtransfer.sweep import load_spec
     from lrtransfer.sweep.runner import EXECUTORS
     from lrtransfer.sweep.tables import STORE_FILE
 
@@ -88,16 +88,19 @@ def sweep(
         raise typer.BadParameter("ray is not installed: pip install 'lrtransfer[ray]'", param_hint="--executor")
     if ray_address is not None and executor != "ray":
         raise typer.BadParameter("only used with --executor ray", param_hint="--ray-address")
-    from lrtransfer.study import study_names, study_spec
+    from lrtransfer.study import run_study, study_names, study_spec
 
     builtin = not spec.exists() and str(spec) in study_names()
     loaded = load_spec(study_spec(str(spec)) if builtin else spec)
     _check_folder(out, "--out")
     if (out / STORE_FILE).exists():  # a damaged store is refused before the sweep touches its folder
         store.open(out / STORE_FILE)
-    report = run_sweep(loaded, out, workers=workers, threads=threads, executor=executor, ray_address=ray_address)
-    typer.echo(report.text())
-    if not report.ok:
+    result = run_study(loaded, out, workers=workers, threads=threads, executor=executor, ray_address=ray_address)
+    typer.echo(result.sweep.text())
+    for line in result.verdicts:
+        typer.echo(line)
+    typer.echo(f"report: {result.report}")
+    if not result.sweep.ok:
         raise typer.Exit(1)
 
 
