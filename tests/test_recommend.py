@@ -155,3 +155,17 @@ def test_arm_names_are_read_as_written(tmp_path):
 def test_recommend_needs_a_sweep_folder(tmp_path):
     done = _cli("recommend", tmp_path, "--width", "1024")
     assert done.returncode == 2 and "holds no sweep" in done.stderr
+
+
+def test_the_interval_widens_where_the_curve_is_flat():
+    """Same noise, flatter curve: the optimum is pinned down less, and the interval says so."""
+    x, rng = np.log2(bench.GRID), np.random.default_rng(0)
+    medians = []
+    for curvature in (0.05, 0.01, 0.003):
+        widths = []
+        for k in range(8):
+            y = 2 + curvature * (x - x[3] - 0.2) ** 2 + 0.004 * rng.standard_normal(7)
+            row = fit_arm([Curve(x, y, np.ones(7), np.full(7, np.nan))], draws=DRAWS, seed=k).rows[0]
+            widths.append(row["x_hi"] - row["x_lo"])
+        medians.append(np.median(widths))
+    assert medians[0] < medians[1] < medians[2], medians
