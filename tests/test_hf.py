@@ -255,7 +255,7 @@ def test_callback_records_equal_a_plain_loop_on_the_same_steps(tmp_path, kind, a
     got = read_records(tmp_path / hf.ALIGNMENT_FILE)
     want = plain_loop(twin, ids, steps, batch, accumulation, every, sample)
     assert got["step"].unique().tolist() == [2, 4] and len(got) == 2 * len(callback.monitor.layers)
-    assert set(got["role"]) == {"hidden", "output"} if kind == "llama" else {"hidden", "input"}
+    assert set(got["role"]) == ({"hidden", "output"} if kind == "llama" else {"hidden", "input"})
     pd.testing.assert_frame_equal(got, want, rtol=1e-9)  # same kernels in the same order: equal to rounding
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):  # the same weights after training
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-8)
