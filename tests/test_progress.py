@@ -66,7 +66,7 @@ def tenth_of_cost(t: Task) -> float:
 
 def test_run_times_fit_the_width_exponent():
     times = RunTimes()
-    times.add(1000, 16, 12.6)  # issue 11's demo runs on the faster machine: widths 16 and 64
+    times.add(1000, 16, 12.6)  # the demo's per-run times on a fast machine: widths 16 and 64
     assert times.exponent() == 1.0 and times.seconds()(task("x", 32)) == pytest.approx(12.6 / 1000 * 10 * 2)
     times.add(1000, 64, 48.4)
     p = math.log(48.4 / 12.6) / math.log(4)

@@ -1,4 +1,4 @@
-"""Optima with intervals and verdicts on synthetic curves and sweeps of known optimum (issue 9).
+"""Optima with intervals and verdicts on synthetic curves and sweeps of known optimum.
 
 The sweeps come from bench/verdict_benchmark.py, whose full run measures the rates; here a few
 draws per setting, seeded, check the same behaviour.

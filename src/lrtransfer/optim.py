@@ -35,8 +35,7 @@ class OptimConfig(Strict):
     foreach: bool | None = Field(None, description="Use torch's foreach AdamW kernel (with fused: false; None: torch's "
                                  "default).")
     fused: bool = Field(True, description="Use torch's fused AdamW kernel: the same update in one kernel per "
-                        "parameter group (0.6-1.0 ms instead of 1.4-2.0 ms of the demo's 5-23 ms steps; "
-                        "bench/demo_step.py).")
+                        "parameter group (faster; bench/demo_step.py).")
 
     @field_validator("lr", "fixed_lr", "weight_decay", "eps")
     @classmethod

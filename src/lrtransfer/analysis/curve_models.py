@@ -107,13 +107,18 @@ class TwoSided:
     @staticmethod
     def predict(p: np.ndarray, u) -> np.ndarray:
         c, a, v, r = p
-        return c + a * np.where(u < v, r, 1.0) * (u - v) ** 2
+        return c + a * two_sided_basis(u, v, r)
 
     @staticmethod
     def minimum(p: np.ndarray, lo, hi) -> tuple[np.ndarray, np.ndarray]:
         """``v`` (clipped to ``[lo, hi]``; the fit keeps it inside its window) and the loss there."""
         u = np.clip(p[2], lo, hi)
         return u, TwoSided.predict(p, u)
+
+
+def two_sided_basis(u, v, r) -> np.ndarray:
+    """``s·(u − v)²`` with ``s = r`` below the optimum ``v`` and 1 above: `TwoSided`'s shape (broadcasts)."""
+    return np.where(u < v, r, 1.0) * (u - v) ** 2
 
 
 def _ends(u: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +136,7 @@ def _centred(w: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _grid_rss(u, w, y, rs, vs) -> np.ndarray:
     """Residual sum of squares (weights ``w``) of the best ``(c, a >= 0)`` at each ``(r, v)`` of the
     grid, per column: ``len(rs) x len(vs) x columns``."""
-    g = np.where(u < vs[:, None], rs[:, None, None], 1.0) * (u - vs[:, None]) ** 2  # r x v x points
+    g = two_sided_basis(u, vs[:, None], rs[:, None, None])  # r x v x points
     wn, yc = _centred(w, y)
     # einsum, not BLAS: these products are small, and a threaded BLAS only contends on a busy machine
     gm = np.einsum("rvp,pb->rvb", g, wn)
@@ -163,7 +168,7 @@ def _refine(us, ws, ys, starts, rs, which: np.ndarray, iters: int) -> tuple[list
 
 def _level_and_curvature(u, wn, y, r, v) -> tuple[np.ndarray, np.ndarray]:
     """Best ``(c, a >= 0)`` per column at given ``r, v`` (regression on s·(u − v)², weights ``wn``)."""
-    g = np.where(u[:, None] < v, r, 1.0) * (u[:, None] - v) ** 2
+    g = two_sided_basis(u[:, None], v, r)
     gm, ym = (wn * g).sum(0), (wn * y).sum(0)
     var = (wn * (g - gm) ** 2).sum(0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -191,7 +196,7 @@ def _golden(u, wn, yc, r, lo, hi, iters: int) -> np.ndarray:
 def _rss_at(u, wn, yc, r, v) -> np.ndarray:
     """Residual sum of squares per column (relative to its total weight) of the best ``(c, a >= 0)``
     at that column's ``r, v``."""
-    g = np.where(u[:, None] < v, r, 1.0) * (u[:, None] - v) ** 2
+    g = two_sided_basis(u[:, None], v, r)
     gm = (wn * g).sum(0)
     var, cov = (wn * g * g).sum(0) - gm**2, (wn * g * yc).sum(0)
     with np.errstate(divide="ignore", invalid="ignore"):

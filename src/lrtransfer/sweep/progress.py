@@ -39,8 +39,8 @@ class RunTimes:
 
     `p` is fitted (least squares of log seconds-per-step on log width) once finished runs span two
     widths, else 1: at CPU scale fixed costs (embedding, output head, optimizer, data) hide most of
-    the hidden matmuls' width², e.g. the demo's llama took about width^0.9 at widths 16-64 (issue 11's
-    per-run times). `a` makes the finished runs' total time exact.
+    the hidden matmuls' width² (bench/README.md has measured exponents). `a` makes the finished runs'
+    total time exact.
     """
 
     def __init__(self) -> None:
