@@ -8,6 +8,7 @@ import math
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from torch import nn
@@ -30,7 +31,7 @@ SCRIPT = textwrap.dedent("""\
     mode, ckpt = args.get("mode", "train"), pathlib.Path("ckpt.json")
     if mode == "fail":
         for i in range(30):
-            print(f"stderr line {i}", file=sys.stderr)
+            print(f"stderr line {i}" if i != 5 else "[rank1]: ValueError: width 32 is odd", file=sys.stderr)
         sys.exit(3)
     if mode == "silent":
         sys.exit(0)
@@ -67,10 +68,11 @@ def command(script, mode: str = "train") -> str:
     return f"{sys.executable} {script} --lr={{lr}} --width={{width}} --out={{folder}} --depth={{depth}} --mode={mode}"
 
 
-def test_the_command_gets_its_values_and_its_losses_are_recorded(tmp_path, script):
+def test_the_command_gets_its_values_and_its_losses_are_recorded(tmp_path, script, monkeypatch):
     db = store.open(tmp_path / "runs.db")
     cfg = config(command(script), depth=2)
-    summary = run_trial(cfg, tmp_path / "run", store=db, phase=2, arm="standard").summary
+    monkeypatch.chdir(tmp_path)  # a relative run folder: the command sees it absolute
+    summary = run_trial(cfg, Path("run"), store=db, phase=2, arm="standard").summary
     seen = json.loads((tmp_path / "run" / "seen.json").read_text())
     assert seen["cwd"] == str(tmp_path / "run")
     assert seen["argv"] == ["--lr=0.004", "--width=32", f"--out={tmp_path / 'run'}", "--depth=2", "--mode=train"]
@@ -92,7 +94,8 @@ def test_a_non_zero_exit_is_failed_with_the_tail_of_stderr(tmp_path, script):
     summary = run_trial(config(command(script, "fail"), depth=1), tmp_path / "run", store=db).summary
     assert summary["status"] == "failed"
     error = summary["error"]
-    assert error.startswith("CommandFailed: the command exited with code 3; the end of its stderr (command.err):")
+    assert error.startswith("CommandFailed: the command exited with code 3; first error in its stderr: [rank1]: "
+                            "ValueError: width 32 is odd; the end of its stderr (command.err):\n")
     assert error.endswith("stderr line 29") and "stderr line 10\n" in error and "stderr line 9\n" not in error
 
 

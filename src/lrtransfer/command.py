@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import math
 import os
+import re
 import shlex
 import signal
 import string
@@ -41,6 +42,9 @@ LOSSES_FILE = "losses.jsonl"
 STDOUT, STDERR = "command.out", "command.err"
 POLL_S = 0.5  # how often the losses file is read while the command runs
 TAIL_LINES = 20  # of stderr, in a failed trial's error
+MAX_STDERR = 1 << 20  # bytes of stderr searched for the first exception line
+EXCEPTION_LINE = re.compile(r"^(\[rank\d+\]:\s*)?([\w.]+\.)?\w*(Error|Exception)(:|$)")
+LAUNCHER_ERROR = "ChildFailedError"  # torchrun's own exception, after its ranks' (which name the cause)
 STOP_GRACE_S = 10.0  # SIGTERM, then SIGKILL after this long (torchrun stops its ranks on SIGTERM)
 
 
@@ -76,8 +80,8 @@ def argv(command: str, values: Mapping[str, Any]) -> list[str]:
 
 def trial_values(trial: Trial, losses: Path) -> dict[str, Any]:
     """`command_env.VALUES` of a trial."""
-    values = {name: getattr(trial, name) for name in VALUES if name not in ("no_decay", "losses")}
-    return {**values, "no_decay": trial.config.optim.no_decay, "losses": losses}
+    values = {name: getattr(trial, name) for name in VALUES if name not in ("no_decay", "losses", "folder")}
+    return {**values, "no_decay": trial.config.optim.no_decay, "folder": trial.folder.resolve(), "losses": losses}
 
 
 def objective(trial: Trial) -> None:
@@ -87,7 +91,7 @@ def objective(trial: Trial) -> None:
     if not isinstance(command, str):
         raise ValueError(f"params.command: expected the command as a string, got {command!r}")
     check_command(command, params)
-    losses = trial.folder / trial.params.get("losses", LOSSES_FILE)
+    losses = trial.folder.resolve() / trial.params.get("losses", LOSSES_FILE)  # the command runs in the folder
     values = trial_values(trial, losses)
     if trial.steps is None and "steps" in template_fields(command):
         raise ValueError("params.command: uses {steps}, but run.steps is not set")
@@ -99,7 +103,7 @@ def objective(trial: Trial) -> None:
     for row in rows:
         trial.log(row["step"], row["loss"], **{k: v for k, v in row.items() if k not in ("step", "loss")})
     if code != 0 and not diverged:
-        raise CommandFailed(f"{_exit_text(code)}; the end of its stderr ({STDERR}):\n{tail}")
+        raise CommandFailed(f"{_exit_text(code)}; {tail}")
     if not rows:
         raise CommandFailed(f"the command reported no loss: call lrtransfer.report_loss(step, loss) on rank 0, "
                             f"or give the file it writes as base.losses ({losses} is empty)")
@@ -123,7 +127,7 @@ def run_watched(args: list[str], folder: Path, env: Mapping[str, str], losses: P
                 diverged = any(not math.isfinite(r["loss"]) or r["loss"] > max_loss for r in new)
         finally:
             _stop(proc)
-    return proc.returncode, diverged, _tail(folder / STDERR, start)
+    return proc.returncode, diverged, _stderr_text(folder / STDERR, start)
 
 
 def reported(path: Path) -> list[dict[str, Any]]:
@@ -183,12 +187,18 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
-def _tail(path: Path, start: int) -> str:
-    """The last `TAIL_LINES` non-blank lines written to `path` after byte `start`."""
+def _stderr_text(path: Path, start: int) -> str:
+    """What a failed trial's error shows of the stderr written after byte `start`: its first
+    exception line (under torchrun, the rank that failed first, before the launcher's summary) and
+    its last `TAIL_LINES` non-blank lines."""
     with open(path, "rb") as f:
+        f.seek(start)
+        lines = [line for line in f.read(MAX_STDERR).decode(errors="replace").splitlines() if line.strip()]
         f.seek(max(start, f.seek(0, os.SEEK_END) - 8192))
-        lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
-    return "\n".join(lines[-TAIL_LINES:])
+        tail = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()][-TAIL_LINES:]
+    first = next((line.strip() for line in lines if EXCEPTION_LINE.match(line) and LAUNCHER_ERROR not in line), None)
+    found = f"first error in its stderr: {first}; " if first else ""
+    return found + f"the end of its stderr ({STDERR}):\n" + "\n".join(tail)
 
 
 def _exit_text(code: int) -> str:
