@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 import textwrap
 import time
@@ -171,3 +172,27 @@ def test_command_spec_errors_name_the_field(base, message):
     with pytest.raises(SpecError) as err:
         load_spec({"base": {"base_width": 16, **base}, "lrs": [1e-3]})
     assert message in str(err.value)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_stops_its_command(tmp_path):
+    sleeper = f"{sys.executable} -c 'import os, time; open(\"pid\", \"w\").write(str(os.getpid())); time.sleep(120)'"
+    runner = textwrap.dedent(f"""\
+        from lrtransfer.config import validate
+        from lrtransfer.trial import run_trial
+        cfg = validate({{"objective": "lrtransfer.command:objective", "params": {{"command": {sleeper!r}}},
+                         "model": {{"width": 16, "base_width": 16}}}})
+        run_trial(cfg, {str(tmp_path / "run")!r})
+    """)
+    worker = subprocess.Popen([sys.executable, "-c", runner])
+    pid_file = tmp_path / "run" / "pid"
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    command = int(pid_file.read_text())
+    worker.kill()  # SIGKILL: no finally runs in the worker
+    worker.wait()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{command}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{command}").exists()
