@@ -3,6 +3,7 @@ never seen (an MLP with a residual block) on the user's own synthetic data, in t
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -70,6 +71,12 @@ def contract(trial: lrtransfer.Trial) -> None:
     trial.log(0, 1.0)
     trial.finish(**{n: getattr(trial, n) for n in names}, folder_is_dir=trial.folder.is_dir(),
                  params=dict(trial.params), draws=[torch.rand(1).item(), float(np.random.rand()), random.random()])
+
+
+def device_report(trial: lrtransfer.Trial) -> None:
+    """Report the worker process and the GPUs the executor showed it."""
+    trial.log(0, 1.0)
+    trial.finish(pid=os.getpid(), cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 def diverges(trial: lrtransfer.Trial) -> None:

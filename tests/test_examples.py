@@ -75,3 +75,20 @@ def test_nanogpt_style_loop_prints_its_groups_losses_and_alignment():
     assert len(losses) == 7 and losses[-1] < losses[0]  # steps 0, 2, ..., 10 and the last, 11
     first, last = re.search(r"hidden alignment_ratio: (\S+) at step 0, (\S+) at step 9", out).groups()
     assert float(first) > 0 and float(last) > 0
+
+
+@pytest.mark.slow
+def test_torchrun_fsdp_study_runs_the_script_as_a_command_objective(tmp_path):
+    spec = yaml.safe_load((EXAMPLES / "torchrun_fsdp_study.yaml").read_text())
+    spec.update(lrs=[1.6e-2, 6.4e-2], rules=["independent"])  # 4 trials of the example's size
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "torchrun_train.py").write_text((EXAMPLES / "torchrun_train.py").read_text())  # beside the spec
+    out = run("-m", "lrtransfer.cli", "sweep", "spec.yaml", "--out", "out", "--workers", "1", cwd=tmp_path, timeout=300)
+    assert "4 distinct runs; this call trained 4 done" in out
+    df = sweep.results(tmp_path / "out")
+    assert set(df["status"]) == {"done"} and (df["final_train_loss"] < 4.0).all()  # ln 256 = 5.5: it learned
+    for folder in df["folder"]:
+        metrics = pd.read_json(Path(folder) / "metrics.jsonl", lines=True)
+        assert metrics["step"].tolist() == list(range(60))  # every step the script reported, recorded
+        assert "step 59: loss" in (Path(folder) / "command.out").read_text()  # rank 0's own output
+    assert "independent: " in run("-m", "lrtransfer.cli", "report", "out", cwd=tmp_path)

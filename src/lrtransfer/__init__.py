@@ -10,11 +10,13 @@ The public API in one place:
 * `theory` — the analytic models of Appendices B, E, F (Eq 13, 27-39);
 * `train`, `RunConfig`, `resolve`, `store` — resumable single runs and the SQLite run store;
 * `run_sweep`, `results`, `best_lrs`, `verdicts` — LR-transfer sweeps and their analysis;
-* `Study`, `Trial` — the same study of the user's own model and training loop (an objective function).
+* `Study`, `Trial` — the same study of the user's own model and training loop (an objective function);
+* `command_trial`, `report_loss` — the same study of a script under any launcher (``base.command``).
 """
 
 from lrtransfer import schedules, store, theory
 from lrtransfer.analysis import best_lrs, verdicts
+from lrtransfer.command_env import CommandTrial, command_trial, report_loss
 from lrtransfer.config import RunConfig, resolve
 from lrtransfer.coord_check import coord_check
 from lrtransfer.monitor import AlignmentMonitor
@@ -35,16 +37,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlignmentMonitor",
+    "CommandTrial",
     "ParamInfo",
     "RunConfig",
     "Study",
     "Trial",
     "TrialDiverged",
     "best_lrs",
+    "command_trial",
     "coord_check",
     "describe_groups",
     "param_groups",
     "parameter_roles",
+    "report_loss",
     "resolve",
     "results",
     "role_hyperparams",

@@ -72,6 +72,9 @@ def sweep(
     threads: int = typer.Option(1, min=1, help="torch threads per run."),
     executor: str = typer.Option("local", help="local (process pool) | ray (needs the ray extra of lrtransfer)."),
     ray_address: str | None = typer.Option(None, help="Ray cluster to join (default: start a local one)."),
+    gpus: str | None = typer.Option(None, help="Local: auto (default: every visible GPU) | none | ids 0,1,…"),
+    runs_per_gpu: int = typer.Option(1, min=1, help="Local: runs packed on one GPU (CUDA_VISIBLE_DEVICES)."),
+    gpus_per_run: float | None = typer.Option(None, help="GPUs per run; Ray: a fraction packs runs on a GPU."),
 ) -> None:
     """Run or resume an LR-transfer sweep (two-phase protocol, Appendix G.2), then print its verdicts
     and write its report; exit 1 if a run failed or an arm could not be planned."""
@@ -95,7 +98,9 @@ def sweep(
     _check_folder(out, "--out")
     if (out / STORE_FILE).exists():  # a damaged store is refused before the sweep touches its folder
         store.open(out / STORE_FILE)
-    result = run_study(loaded, out, workers=workers, threads=threads, executor=executor, ray_address=ray_address)
+    placement = {"gpus": gpus, "runs_per_gpu": runs_per_gpu, "gpus_per_run": gpus_per_run}
+    result = run_study(loaded, out, workers=workers, threads=threads, executor=executor, ray_address=ray_address,
+                       placement=placement)
     typer.echo(result.sweep.text())
     for line in result.verdicts:
         typer.echo(line)

@@ -80,7 +80,7 @@ class StudyResult:
 
 def run_study(spec: str | Path | dict | sweep.SweepSpec, out: str | Path, *, workers: int | None = None,
               threads: int = 1, executor: str = "local", ray_address: str | None = None,
-              progress: bool | None = None) -> StudyResult:
+              progress: bool | None = None, placement: dict[str, Any] | None = None) -> StudyResult:
     """Run or resume the sweep (a built-in name, a spec file or dict), then write its report.
 
     After each stage a partial report is written in a background thread, while the next stage
@@ -90,7 +90,8 @@ def run_study(spec: str | Path | dict | sweep.SweepSpec, out: str | Path, *, wor
         spec = study_spec(spec)
     with ThreadPoolExecutor(max_workers=1) as reports:  # one at a time: pyplot is not thread-safe
         done = sweep.run_sweep(spec, out, workers=workers, threads=threads, executor=executor, ray_address=ray_address,
-                               progress=progress, on_stage=lambda stage: reports.submit(_partial, out, stage))
+                               progress=progress, on_stage=lambda stage: reports.submit(_partial, out, stage),
+                               placement=placement)
         reports.shutdown(cancel_futures=True)  # a partial report not begun yet is superseded by the final one
     report, lines, analysed = write_study_report(out)  # after the partial ones have finished
     return StudyResult(report, done, time.perf_counter() - t0, lines, analysed)
@@ -116,10 +117,12 @@ class Study:
         self.spec = sweep.load_spec({"name": getattr(objective, "__name__", "study"), **spec_fields, "base": base})
 
     def run(self, out: str | Path, *, workers: int | None = None, threads: int = 1, executor: str = "local",
-            ray_address: str | None = None, progress: bool | None = None) -> StudyResult:
-        """Run (or resume: finished trials are not re-run) the study in `out`, then write its report."""
+            ray_address: str | None = None, progress: bool | None = None,
+            placement: dict[str, Any] | None = None) -> StudyResult:
+        """Run (or resume: finished trials are not re-run) the study in `out`, then write its report;
+        `placement` places the trials on GPUs (``{"gpus": "0,1", "runs_per_gpu": 2}``, `run_sweep`)."""
         return run_study(self.spec, out, workers=workers, threads=threads, executor=executor,
-                         ray_address=ray_address, progress=progress)
+                         ray_address=ray_address, progress=progress, placement=placement)
 
 
 def _partial(out: str | Path, stage: str) -> None:

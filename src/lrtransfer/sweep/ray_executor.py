@@ -1,12 +1,13 @@
 """The Ray executor (``pip install 'lrtransfer[ray]'``): the same runs as Ray tasks, on a local Ray
 instance or an existing cluster (`address`).
 
-Each task (``num_cpus=threads``) trains into a temporary folder on whichever node runs it, without
-a store, and returns its records (`worker.train_detached`). The driver — this process — writes the
-run folder (config.yaml, metrics.jsonl, alignment.jsonl, summary.json) and the store rows from
-those records, with the same `record.record_run` as a local run, so both executors leave identical
-records. A run in flight when the driver is killed is lost (it has no checkpoint here) and is
-trained again by the re-run.
+Each task (``num_cpus=threads``, and ``num_gpus=gpus_per_run`` when given: a fraction packs
+several runs on a GPU, and Ray sets each task's ``CUDA_VISIBLE_DEVICES``) trains into a temporary
+folder on whichever node runs it, without a store, and returns its records
+(`worker.train_detached`). The driver — this process — writes the run folder (config.yaml,
+metrics.jsonl, alignment.jsonl, summary.json) and the store rows from those records, with the
+same `record.record_run` as a local run, so both executors leave identical records. A run in flight
+when the driver is killed is lost (it has no checkpoint here) and is trained again by the re-run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from lrtransfer import store
 from lrtransfer.config import dump_yaml, validate
 from lrtransfer.record import CONFIG, RunRecords, reconcile, record_run, write_streams
 from lrtransfer.sweep import worker
+from lrtransfer.sweep.placement import Placement, check_cluster, ray_options
 from lrtransfer.sweep.progress import SweepProgress
 from lrtransfer.sweep.tasks import Outcome, Task, by_cost, outcome_of
 
@@ -34,7 +36,7 @@ class RayExecutor:
     CPUs unless Ray is already initialised or `address` names a cluster to join."""
 
     def __init__(self, workers: int | None = None, threads: int = 1, address: str | None = None,
-                 progress: bool | None = None) -> None:
+                 progress: bool | None = None, placement: Placement | None = None) -> None:
         from lrtransfer.sweep.local import default_workers
 
         self.ray = _ray()
@@ -42,6 +44,9 @@ class RayExecutor:
         if self.workers < 1 or threads < 1:
             raise ValueError(f"workers/threads: must be >= 1, got {self.workers}/{threads}")
         self.threads, self.address, self.progress = threads, address, progress
+        placement = placement or Placement()
+        placement.check_ray()
+        self.gpus_per_run = placement.gpus_per_run
         self._owned = False  # whether close() shuts down the Ray instance this executor started
 
     def run(self, tasks: list[Task], label: str) -> list[Outcome]:
@@ -50,7 +55,7 @@ class RayExecutor:
             return []
         self._start()
         # max_retries: Ray re-runs a task whose worker or node died (never one whose training raised)
-        remote = self.ray.remote(num_cpus=self.threads, max_retries=3)(worker.train_detached)
+        remote = self.ray.remote(**ray_options(self.threads, self.gpus_per_run), max_retries=3)(worker.train_detached)
         db, pending, outcomes = store.open(tasks[0].store), {}, []
         with SweepProgress(label, tasks, self.workers, self.progress) as bar:
             for task in by_cost(tasks):
@@ -89,6 +94,7 @@ class RayExecutor:
             local = {"num_cpus": self.workers * self.threads, "include_dashboard": False}
             self.ray.init(**({"address": self.address} if self.address else local))
             self._owned = True
+        check_cluster(self.ray.cluster_resources(), self.gpus_per_run)
 
     def close(self) -> None:
         """Shut down the Ray instance if this executor started it."""

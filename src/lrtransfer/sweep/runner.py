@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from lrtransfer import atomic, store
 from lrtransfer.analysis.picks import (
     bracket_extensions,
@@ -23,9 +25,10 @@ from lrtransfer.analysis.picks import (
     phase1_picks,
     refine_points,
 )
-from lrtransfer.config import RunConfig
+from lrtransfer.config import ConfigError, RunConfig, format_errors
 from lrtransfer.data import ensure_corpora
 from lrtransfer.sweep.lock import folder_lock
+from lrtransfer.sweep.placement import Placement
 from lrtransfer.sweep.plan import (
     PlannedRun,
     dynamics,
@@ -79,17 +82,21 @@ class SweepReport:
 
 def run_sweep(spec: SweepSpec | Mapping[str, Any] | str | Path, out: str | Path, *, workers: int | None = None,
               threads: int = 1, executor: str = "local", ray_address: str | None = None,
-              progress: bool | None = None, on_stage: Callable[[str], None] | None = None) -> SweepReport:
+              progress: bool | None = None, on_stage: Callable[[str], None] | None = None,
+              placement: Placement | Mapping[str, Any] | None = None) -> SweepReport:
     """Run (or resume) the sweep `spec` in the folder `out`; see the module doc and docs/study.md.
 
     `workers` × `threads`: parallel runs × torch threads each (default: one 1-thread worker per
     core). `executor`: ``local`` (a process pool) or ``ray`` (`ray_address` joins a cluster).
     `on_stage(label)` is called after each stage that trained something (e.g. a partial report).
+    `placement`: the GPUs of the runs (`Placement`: ``gpus``, ``runs_per_gpu``, ``gpus_per_run``;
+    default: every visible GPU, one run each, on the local executor).
     """
     spec, out = load_spec(spec), Path(out)
+    runner = _executor(executor, workers, threads, ray_address, progress, load_placement(placement))
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out):
-        return _run(spec, out, _executor(executor, workers, threads, ray_address, progress), on_stage)
+        return _run(spec, out, runner, on_stage)
 
 
 def _run(spec: SweepSpec, out: Path, executor: Executor, on_stage: Callable[[str], None] | None) -> SweepReport:
@@ -202,15 +209,26 @@ class _Stage:
                     store=str(self.db.path), sweep=self.spec.name, label=label, phase=run.phase, arm=run.arm)
 
 
-def _executor(name: str, workers: int | None, threads: int, address: str | None, progress: bool | None):
+def load_placement(placement: Placement | Mapping[str, Any] | None) -> Placement:
+    """A validated `Placement`; a bad value raises `ConfigError` naming the field."""
+    if placement is None or isinstance(placement, Placement):
+        return placement or Placement()
+    try:
+        return Placement.model_validate(placement)
+    except ValidationError as err:
+        raise ConfigError(format_errors(err, "invalid placement")) from None
+
+
+def _executor(name: str, workers: int | None, threads: int, address: str | None, progress: bool | None,
+              placement: Placement):
     if name == "local":
         if address is not None:
             raise ValueError("ray_address: only used with executor='ray'")
         from lrtransfer.sweep.local import LocalExecutor
 
-        return LocalExecutor(workers, threads, progress)
+        return LocalExecutor(workers, threads, progress, placement)
     if name == "ray":
         from lrtransfer.sweep.ray_executor import RayExecutor
 
-        return RayExecutor(workers, threads, address, progress)
+        return RayExecutor(workers, threads, address, progress, placement)
     raise ValueError(f"executor: {name!r} is not one of {'|'.join(EXECUTORS)}")

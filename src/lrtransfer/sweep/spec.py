@@ -17,6 +17,8 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
+from lrtransfer.command import OBJECTIVE as COMMAND_OBJECTIVE
+from lrtransfer.command import OWN_PARAMS, check_command
 from lrtransfer.config import (
     ConfigError,
     Strict,
@@ -80,6 +82,10 @@ class BaseSpec(Strict):
     config: Path | None = Field(None, description="A run-config YAML file (relative to the spec file).")
     inline: dict[str, Any] | None = Field(None, description="A run config written out in the spec.")
     objective: str | None = Field(None, description="A user objective 'package.module:function' (lrtransfer.Trial).")
+    command: str | None = Field(None, description="A command that trains one trial, {lr}, {width}, {folder}, … and "
+                                "params filled in (lrtransfer.command).")
+    losses: str | None = Field(None, description="With command: the JSON-lines file, in the run folder, the "
+                               "command reports its losses to (default: lrtransfer.report_loss's).")
     base_width: int | None = Field(None, gt=0, description="The objective's base width (width = m × base_width).")
     params: dict[str, Any] = Field({}, description="Free parameters handed to the objective as trial.params.")
     overrides: dict[str, Any] = Field({}, description="Dotted overrides {optim.weight_decay: 0.1} (or k=v strings).")
@@ -103,17 +109,31 @@ class BaseSpec(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> BaseSpec:
-        if sum(x is not None for x in (self.preset, self.config, self.inline, self.objective)) != 1:
-            raise ValueError("give exactly one of preset|config|inline|objective")
-        if (self.objective is None) != (self.base_width is None):
-            raise ValueError("base_width: give it with objective (and only then)")
-        if self.params and self.objective is None:
-            raise ValueError("params: only used with objective")
+        if sum(x is not None for x in (self.preset, self.config, self.inline, self.objective, self.command)) != 1:
+            raise ValueError("give exactly one of preset|config|inline|objective|command")
+        user_code = self.objective is not None or self.command is not None
+        if user_code == (self.base_width is None):
+            raise ValueError("base_width: give it with objective or command (and only then)")
+        if self.params and not user_code:
+            raise ValueError("params: only used with objective or command")
+        if self.losses is not None and self.command is None:
+            raise ValueError("losses: only used with command")
+        if self.command is not None and (own := [k for k in OWN_PARAMS if k in self.params]):
+            raise ValueError(f"params: {own[0]!r} is a key of the command objective's own; rename it")
+        if self.command is not None:
+            try:
+                check_command(self.command, self.params)
+            except ValueError as err:
+                raise ValueError(f"command: {err}") from None
         return self
 
     def raw(self) -> dict[str, Any]:
         """The raw config dict: the source with the overrides applied (not yet validated)."""
-        if self.objective is not None:
+        if self.command is not None:  # a built-in objective that runs the command
+            own = {"command": self.command, **({"losses": self.losses} if self.losses else {})}
+            source = {"objective": COMMAND_OBJECTIVE, "params": {**self.params, **own},
+                      "model": {"width": self.base_width, "base_width": self.base_width}}
+        elif self.objective is not None:
             source = {"objective": self.objective, "params": self.params,
                       "model": {"width": self.base_width, "base_width": self.base_width}}
         else:
