@@ -6,7 +6,14 @@ curve per width of known shape in u = log2(LR / LR*_m), the distance in octaves 
 * ``symmetric``: a·u²; diverges (loss +inf, status "diverged") at u > 3;
 * ``asymmetric``: 2a·(eᵘ − 1 − u) — curvature a at the optimum, exponential on the high-LR side,
   nearly linear on the low side; diverges at u > 2.5;
-* ``flat-low``: 0.45a·u² below the optimum, 1.5a·u² above; diverges at u > 2.5.
+* ``flat-low``: 0.45a·u² below the optimum, 1.5a·u² above; diverges at u > 2.5;
+* ``blowup-high``: ``asymmetric``, but at u > 2 the run blows up to a *finite* loss, 2.5× the
+  curve's minimum (as real runs that end at loss 6.5 on a curve of minimum 2.6), status "done";
+* ``plateau``: 0.1a·u² + 2a·(|u| − 1)₊² — nearly flat over the 2 octaves around the optimum (it
+  rises 0.1a at u = ±1), then curvature 2a, so that it is 8.9a above the optimum at u = ±3 where
+  ``symmetric`` is 9a; diverges at u > 3;
+* ``steep-low-flat-high``: the mirror of ``flat-low``, 1.5a·u² below the optimum, 0.45a·u² above;
+  diverges at u > 3 (a flat high side reaches the loss at which ``flat-low`` diverges later).
 
 The curvature a is log-uniform in [0.015, 0.05] loss per octave² per sweep (the byte-level LM of
 shared/notes/pilot-lm-cpu.md has 0.01–0.04) and varies ×exp(0.2·N(0, 1)) between widths. The
@@ -23,7 +30,7 @@ benchmark it is wrong about as often as issue 9 measured on its own (6% of trans
 11% with a flat low side, 2–7% of 0.5-octave shifts, at one seed and noise 0.008), which is what
 the curvature range and the 0.45 of ``flat-low`` were chosen to match.
 
-    python bench/verdict_benchmark.py [--sweeps 100] [--boot 400] [--noise 0.002 0.008 0.02] [--seeds 1 3]
+    python bench/verdict_benchmark.py [--sweeps 50] [--boot 400] [--noise 0.002 0.008 0.02] [--seeds 1 3]
         [--shapes ...] [--csv table.csv]; python bench/verdict_benchmark.py --summarize a.csv b.csv
 """
 
@@ -46,19 +53,26 @@ from lrtransfer.sweep.plan import bracket
 
 GRID = 1e-3 * 2.0 ** np.arange(7)
 WIDTHS = (1, 2, 4)
-SHAPES = ("symmetric", "asymmetric", "flat-low")
+SHAPES = ("symmetric", "asymmetric", "flat-low", "blowup-high", "plateau", "steep-low-flat-high")
 SHIFTS = (0.0, 0.25, -0.25, 0.5, 1.0)
-DIVERGE = {"symmetric": 3.0, "asymmetric": 2.5, "flat-low": 2.5}  # octaves above the optimum
+DIVERGE = {"symmetric": 3.0, "asymmetric": 2.5, "flat-low": 2.5, "blowup-high": np.inf, "plateau": 3.0,
+           "steep-low-flat-high": 3.0}  # octaves above the optimum
+BLOWUP = {"blowup-high": 2.0}  # octaves above the optimum beyond which a run ends at a finite, high loss
+BLOWUP_FACTOR = 2.5  # that loss over the curve's minimum
 
 
 def shape_loss(shape: str, u: np.ndarray, a: float) -> np.ndarray:
     """Loss above the optimum at u octaves from it (curvature ``a`` at the optimum)."""
     if shape == "symmetric":
         return a * u**2
-    if shape == "asymmetric":
+    if shape in ("asymmetric", "blowup-high"):
         return 2 * a * (np.expm1(u) - u)
     if shape == "flat-low":
         return np.where(u < 0, 0.45 * a, 1.5 * a) * u**2
+    if shape == "plateau":
+        return 0.1 * a * u**2 + 2 * a * np.maximum(np.abs(u) - 1, 0) ** 2
+    if shape == "steep-low-flat-high":
+        return np.where(u < 0, 1.5 * a, 0.45 * a) * u**2
     raise ValueError(f"shape: {shape!r} is not one of {'|'.join(SHAPES)}")
 
 
@@ -73,7 +87,9 @@ def synthetic_sweep(rng: np.random.Generator, shape: str, noise: float, seeds: i
     rows = []
     for m, o in zip(widths, opt):
         u = np.log2(grid) - o
-        loss = 2.0 - 0.1 * np.log2(m) + shape_loss(shape, u, a * np.exp(0.2 * rng.standard_normal()))
+        floor = 2.0 - 0.1 * np.log2(m)
+        loss = floor + shape_loss(shape, u, a * np.exp(0.2 * rng.standard_normal()))
+        loss = np.where(u > BLOWUP.get(shape, np.inf), BLOWUP_FACTOR * floor, loss)
         for s, lr, y, bad in zip(np.repeat(range(seeds), len(grid)), np.tile(grid, seeds),
                                  np.tile(loss, seeds) + noise * rng.standard_normal(seeds * len(grid)),
                                  np.tile(u > DIVERGE[shape], seeds)):
@@ -163,11 +179,12 @@ def summary(table: pd.DataFrame) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweeps", type=int, default=100, help="sweeps per setting")
+    parser.add_argument("--sweeps", type=int, default=50, help="sweeps per setting (each setting's first N repeat)")
     parser.add_argument("--boot", type=int, default=400, help="bootstrap draws per fit (the library's default: 1000)")
     parser.add_argument("--noise", type=float, nargs="+", default=[0.002, 0.008, 0.02])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 3])
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES))
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES, metavar="SHAPE",
+                        help=f"curve shapes: {' '.join(SHAPES)}")
     parser.add_argument("--bracket", type=int, default=None,
                         help="judge the runs of an adaptive phase 2 of this many starting LRs (spec bracket)")
     parser.add_argument("--expected-shift", type=float, default=0.0,
@@ -184,7 +201,7 @@ def main() -> None:
         rows.append(run_setting(shape, noise, seeds, shift, args.sweeps, boot=args.boot, bracket_k=args.bracket,
                                 expected=args.expected_shift))
         r = rows[-1]
-        print(f"noise {noise:<5g} seeds {seeds} {shape:10s} shift {shift:+.2f}: transfers {r['transfers']:.3f} "
+        print(f"noise {noise:<5g} seeds {seeds} {shape:19s} shift {shift:+.2f}: transfers {r['transfers']:.3f} "
               f"not {r['does not transfer']:.3f} inconclusive {r['inconclusive']:.3f} other {r['other']:.3f} "
               f"| wrong {r['wrong']:.3f} (old rule {r['old_wrong']:.3f}) | runs/sweep {r['runs']:.1f}", flush=True)
     table = pd.DataFrame(rows)
