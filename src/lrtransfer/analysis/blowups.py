@@ -9,7 +9,8 @@ divergence does.
 Walking outward from the curve's minimum, point ``j`` with inner neighbour ``k`` is unstable when
 
 * its rise ``y_j − y_k`` exceeds ``FACTOR`` times every other step between neighbours of the curve
-  (inside ``j`` on its side, the whole run of finite points on the other), and
+  (inside ``j`` on its side, the whole run of finite points on the other; at least ``FLOOR`` of the
+  curve's whole rise, so that noise on a flat stretch is not a scale), and
 * it is a *spike* (its outer neighbour lies lower by as much), or a *blow-up*: its excess over the
   minimum exceeds ``LEVEL`` times the minimum's magnitude.
 
@@ -24,8 +25,9 @@ from __future__ import annotations
 import numpy as np
 
 FACTOR = 10.0  # a rise this many times every other step of the curve is not part of its shape
+FLOOR = 0.01  # steps are judged against at least this fraction of the curve's whole rise
 LEVEL = 0.25  # a blow-up lies this fraction of the minimum's magnitude above it
-MIN_STEPS = 2  # steps of the rest of the curve needed to judge one rise
+MIN_STEPS = 2  # steps of the rest of the curve needed to call a rise at the end a blow-up (a spike: 1)
 
 
 def blowups(y: np.ndarray) -> np.ndarray:
@@ -34,7 +36,7 @@ def blowups(y: np.ndarray) -> np.ndarray:
     y = np.asarray(y, dtype=float)
     out = np.zeros(len(y), dtype=bool)
     finite = np.isfinite(y)
-    if finite.sum() < MIN_STEPS + 2:
+    if finite.sum() < 4:  # a minimum, a step to judge by, the point and the one beyond it
         return out
     i = int(np.argmin(np.where(finite, y, np.inf)))
     lo, hi = _run(finite, i)
@@ -65,9 +67,12 @@ def _unstable(y: np.ndarray, i: int, j: int, step: int, lo: int, hi: int) -> boo
     rise = y[j] - y[inner]
     rest = y[lo : inner + 1] if step > 0 else y[inner : hi + 1]  # the curve inside j, both sides
     steps = np.abs(np.diff(rest))
-    if len(steps) < MIN_STEPS or rise <= FACTOR * steps.max():
+    if not len(steps):
+        return False
+    scale = max(steps.max(), FLOOR * (y[lo : hi + 1].max() - y[i]))  # a flat stretch's steps are noise
+    if rise <= FACTOR * scale:
         return False
     outer = j + step
-    spike = lo <= outer <= hi and y[j] - y[outer] > FACTOR * steps.max()
-    blowup = y[j] - y[i] > LEVEL * abs(y[i])
+    spike = lo <= outer <= hi and y[j] - y[outer] > FACTOR * scale
+    blowup = len(steps) >= MIN_STEPS and y[j] - y[i] > LEVEL * abs(y[i])
     return bool(spike or blowup)
