@@ -6,7 +6,7 @@ rank sees only its own micro-batch. A probe that wants what the unsharded model 
 global batch (all ranks' micro-batches together) combines two operations, both collectives that
 every rank must call, in the same order, on the same steps:
 
-- `full_weight`: a DTensor gathered to the whole matrix (``DTensor.full_tensor()``); a plain tensor
+- `full_tensor`: a DTensor gathered to the whole matrix (``DTensor.full_tensor()``); a plain tensor
   as it is. Gathering, rather than summing partial norms and inner products of the shards, is correct
   for any placement (FSDP's ``Shard(0)``, HSDP's 2-D mesh, a ``Shard(1)`` weight) and lets a layer
   type's ``weight_fn`` (a transpose, a conv flatten) see the matrix it sees unsharded. It costs one
@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 try:
+    from torch.distributed.fsdp import FSDPModule
     from torch.distributed.tensor import DTensor
 except ImportError:  # a torch build without torch.distributed: nothing is sharded
-    DTensor = ()  # isinstance(x, ()) is always False
+    DTensor = FSDPModule = ()  # isinstance(x, ()) and issubclass(c, ()) are always False
 
 
 def world_size() -> int:
@@ -45,7 +47,12 @@ def is_sharded(tensor: torch.Tensor) -> bool:
     return isinstance(tensor, DTensor)
 
 
-def full_weight(tensor: torch.Tensor) -> torch.Tensor:
+def module_class(module: nn.Module) -> type[nn.Module]:
+    """The module's own class: ``fully_shard`` swaps in a subclass ``FSDP<Name>`` of `FSDPModule` and it."""
+    return next(c for c in type(module).__mro__ if not issubclass(c, FSDPModule))
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """The whole tensor as a plain tensor: a DTensor all-gathered (collective), anything else as is."""
     return tensor.full_tensor() if is_sharded(tensor) else tensor
 
@@ -57,3 +64,8 @@ def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
     total = tensor.clone(memory_format=torch.contiguous_format)  # collectives need contiguous memory
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total
+
+
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of ``value`` over ranks (collective): a loss averaged over equal micro-batches is the global one."""
+    return sum_over_ranks(value.detach()) / world_size()
