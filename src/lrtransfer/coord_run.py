@@ -104,11 +104,12 @@ def _activations(leaves: Mapping, out: dict[str, torch.Tensor]) -> Iterator[None
 def _reduce(sums: Mapping[str, torch.Tensor], leaves: Mapping, device) -> dict[str, torch.Tensor]:
     """(RMS, mean |y|) per leaf from its (Σy², Σ|y|, count) summed over ranks; leaves no rank ran are left out."""
     zero = torch.zeros(3, dtype=torch.float64, device=device)
-    total = sharded.sum_over_ranks(torch.stack([sums.get(n, zero).to(device) for n in leaves]))  # fixed layout
-    by_name = dict(zip(leaves, total))
+    # Every rank stacks every leaf in module order, so the all-reduce lines up.
+    total = sharded.sum_over_ranks(torch.stack([sums.get(n, zero).to(device) for n in leaves]))
+    stats = dict(zip(leaves, torch.stack([(total[:, 0] / total[:, 2]).sqrt(), total[:, 1] / total[:, 2]], dim=1)))
+    ran = dict(zip(leaves, (total[:, 2] > 0).tolist()))
     names = [*sums, *(n for n in leaves if n not in sums)]  # this rank's forward order first
-    return {n: torch.stack([(by_name[n][0] / by_name[n][2]).sqrt(), by_name[n][1] / by_name[n][2]])
-            for n in names if by_name[n][2] > 0}
+    return {n: stats[n] for n in names if ran[n]}
 
 
 def _first_tensor(output) -> torch.Tensor | None:

@@ -3,8 +3,8 @@
 Under ``torch.distributed.fsdp.fully_shard`` a parameter is a ``DTensor``: each rank holds one shard,
 and ``mm`` with a plain tensor fails. Under DDP every rank holds the whole parameter. Either way each
 rank sees only its own micro-batch. A probe that wants what the unsharded model computes on the
-global batch (all ranks' micro-batches together) combines two operations, both collectives that
-every rank must call, in the same order, on the same steps:
+global batch (all ranks' micro-batches together) combines two collectives, which every rank must
+call in the same order on the same steps:
 
 - `full_tensor`: a DTensor gathered to the whole matrix (``DTensor.full_tensor()``); a plain tensor
   as it is. Gathering, rather than summing partial norms and inner products of the shards, is correct
@@ -15,8 +15,9 @@ every rank must call, in the same order, on the same steps:
 - `sum_over_ranks`: squared Frobenius norms over the rows of X are sums over rows, so the sum over
   ranks of each rank's ‖X_r‖², ‖W X_r‖² is the square of the norm over the concatenated batch.
 
-Ranks are the data-parallel group: the default process group (every rank trains on its own
-micro-batch). Tensor or sequence parallelism, where ranks share a batch, is not covered.
+`mean_over_ranks` averages a scalar such as a loss; `module_class` names a ``fully_shard``-ed
+module by its own class. Ranks are the data-parallel group: the default process group (every rank
+trains on its own micro-batch). Tensor or sequence parallelism, where ranks share a batch, is not covered.
 """
 
 from __future__ import annotations
