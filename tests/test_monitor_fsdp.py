@@ -22,7 +22,7 @@ def build(width: int = 16) -> Llama:
 
 
 def setup():
-    """The model, its width-scaled groups (m = 2 against width 8) and roles, with the same init everywhere."""
+    """The width-16 model, with the same init on every rank, and its base shapes at width 8 (m = 2)."""
     torch.manual_seed(0)
     model = build()
     with torch.device("meta"):
@@ -63,7 +63,7 @@ def _sharded_worker(rank: int, out: str) -> None:
         json.dump(summary(groups), f)
 
 
-def reference() -> dict[str, pd.DataFrame]:
+def reference() -> dict:
     """One process, no sharding, the global batch. The "half" monitor's X: each rank's first 2 sequences,
     stacked in rank order, fed by a forward that only the monitor sees (no backward, no weight change)."""
     model, base = setup()
