@@ -193,8 +193,8 @@ def _layer_squares(layer: _Layer, x: torch.Tensor | None,
                    w0: torch.Tensor) -> tuple[tuple[int, int], torch.Tensor]:
     """W's shape and the float64 squares of the Eq 2/4 norms (`NORMS`) of one layer, then 1 if this rank
     has its X (else the X-side squares and the count are 0); W is gathered whole if sharded."""
-    w = sharded.full_weight(layer.module.weight.detach())
-    w0 = sharded.full_weight(w0)
+    w = sharded.full_tensor(layer.module.weight.detach())
+    w0 = sharded.full_tensor(w0)
     dtype = torch.promote_types(w.dtype, torch.float32)
     vn = torch.linalg.vector_norm
     with torch.autocast(w.device.type, enabled=False):
