@@ -1,6 +1,7 @@
 """coord_check of an FSDP2 (``fully_shard``) model on 2 gloo processes equals the unsharded check."""
 
 import pandas as pd
+import pytest
 import torch.nn.functional as F
 from torch.distributed.fsdp import fully_shard
 
@@ -34,6 +35,7 @@ def _worker(rank: int, out: str) -> None:
         cc.flags.to_pickle(f"{out}/flags.pkl")
 
 
+@pytest.mark.slow  # two coord checks, one of them on 2 spawned processes
 def test_coord_check_of_an_fsdp2_model_equals_the_unsharded_check(tmp_path):
     run(_worker, str(tmp_path), world=WORLD)
     expect = coord_check(mlp, batches=data(batch=WORLD * LOCAL), **SETTINGS)
