@@ -3,6 +3,12 @@
 On a measured step `AlignmentMonitor` records the Eq 2/4 metrics of every Linear/Conv2d, forward hooks
 keep the RMS and mean |y| (mup's ``l1``) of every leaf module's first output with grad enabled, and the
 loop notes each module's gradient norm, LR and weight decay. Rows join on (step, layer).
+
+Sharded (FSDP2 ``fully_shard``) models: run the check on every rank, with ``build`` returning the
+sharded model and ``data(step)`` this rank's share of the global batch. Activation statistics are
+sums over ranks (of y², |y| and the element count), gradient norms are those of the whole DTensor,
+the loss is the mean over ranks, and the monitor reduces as documented in `lrtransfer.monitor`: rank
+0's frame is the unsharded model's on the global batch (other ranks' frames lack the monitor's metrics).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from lrtransfer import sharded
 from lrtransfer.monitor import AlignmentMonitor
 from lrtransfer.schedules import lambda_lr
 
@@ -55,11 +62,11 @@ def train(model, groups, infos, *, data, loss, steps, every, mult, optimizer, sa
             opt.step()
             opt.zero_grad(set_to_none=True)
         scheduler.step()
-        value = value.item()
+        value = sharded.mean_over_ranks(value).item()  # every rank sees the same loss, so all stop together
         if not math.isfinite(value):
             return _step_frame(rows, monitor), step
         if measured:
-            rows.extend(_rows(step, value, acts, grads, modules, lrs, groups))
+            rows.extend(_rows(step, value, _reduce(acts, modules, device), grads, modules, lrs, groups))
     return _step_frame(rows, monitor), None
 
 
@@ -84,7 +91,7 @@ def _activations(leaves: Mapping, out: dict[str, torch.Tensor]) -> Iterator[None
         if name in out or y is None or not torch.is_grad_enabled() or not y.is_floating_point():
             return
         y = y.detach().double()
-        out[name] = torch.stack([y.square().mean().sqrt(), y.abs().mean()])
+        out[name] = torch.stack([y.square().sum(), y.abs().sum(), y.new_tensor(y.numel())])
 
     handles = [m.register_forward_hook(functools.partial(hook, n)) for n, (m, _, _) in leaves.items()]
     try:
@@ -92,6 +99,17 @@ def _activations(leaves: Mapping, out: dict[str, torch.Tensor]) -> Iterator[None
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _reduce(sums: Mapping[str, torch.Tensor], leaves: Mapping, device) -> dict[str, torch.Tensor]:
+    """(RMS, mean |y|) per leaf from its (Σy², Σ|y|, count) summed over ranks; leaves no rank ran are left out."""
+    zero = torch.zeros(3, dtype=torch.float64, device=device)
+    # Every rank stacks every leaf in module order, so the all-reduce lines up.
+    total = sharded.sum_over_ranks(torch.stack([sums.get(n, zero).to(device) for n in leaves]))
+    stats = dict(zip(leaves, torch.stack([(total[:, 0] / total[:, 2]).sqrt(), total[:, 1] / total[:, 2]], dim=1)))
+    ran = dict(zip(leaves, (total[:, 2] > 0).tolist()))
+    names = [*sums, *(n for n in leaves if n not in sums)]  # this rank's forward order first
+    return {n: stats[n] for n in names if ran[n]}
 
 
 def _first_tensor(output) -> torch.Tensor | None:
@@ -116,8 +134,9 @@ def _grad_norm(model: nn.Module, name: str) -> torch.Tensor:
     """‖∇‖ of parameter ``name`` (0 without a gradient): a zero-gradient step (e.g. behind a zero-init
     readout) moves W only by weight decay, so its alignment says nothing about Eq 5."""
     param = model.get_parameter(name)
-    return torch.zeros((), dtype=torch.float64, device=param.device) if param.grad is None else \
-        param.grad.detach().double().norm()
+    if param.grad is None:
+        return torch.zeros((), dtype=torch.float64, device=param.device)
+    return sharded.full_tensor(param.grad.detach().double().norm())  # a DTensor's: reduced over its shards
 
 
 def _rows(step, loss_value, acts, grads, leaves, lrs, groups) -> list[dict]:
@@ -126,7 +145,7 @@ def _rows(step, loss_value, acts, grads, leaves, lrs, groups) -> list[dict]:
     names = list(acts)
     values = torch.stack([acts[n] for n in names]).cpu().tolist() if names else []
     grad = dict(zip(grads, torch.stack(list(grads.values())).cpu().tolist())) if grads else {}
-    return [{"step": step, "layer": n, "role": leaves[n][1], "module": type(leaves[n][0]).__name__,
+    return [{"step": step, "layer": n, "role": leaves[n][1], "module": sharded.module_class(leaves[n][0]).__name__,
              "loss": loss_value, **dict(zip(ACTIVATIONS, v)), "grad_norm": grad.get(n, math.nan),
              "lr": lrs.get(leaves[n][2], math.nan), "weight_decay": wd.get(leaves[n][2], math.nan)}
             for n, v in zip(names, values)]

@@ -19,6 +19,12 @@ Frobenius norms they are ratios of (column names in ``RATIOS`` and ``NORMS``). C
   (ΔW = 0) has NaN update_alignment and alignment_ratio, zero relative_update and relative_repr_change.
   Eq 4 holds wherever its terms are defined, to float64 rounding (all metrics use the same norms).
 - A layer not called during the step gets no record; grouped convolutions are skipped (warned).
+- Distributed (DDP, FSDP2 ``fully_shard``, any model under an initialised process group): every rank
+  must enter every step (the measured ones are collectives), each rank samples X from its own
+  micro-batch as above, and the records, kept and written on rank 0 only, are the unsharded
+  computation with X = the ranks' samples stacked in rank order: W and ΔW of a sharded (DTensor)
+  weight are gathered whole, and the squared norms of X, WX and ΔWX are summed over ranks
+  (`lrtransfer.sharded`). With ``sample=1`` that is exactly the unsharded model on the global batch.
 """
 
 from __future__ import annotations
@@ -35,11 +41,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.distributed as dist
 from pydantic import Field
 from torch import nn
 
-from lrtransfer import jsonl
+from lrtransfer import jsonl, sharded
 from lrtransfer.layer_types import LayerType, layer_type
 from lrtransfer.layer_types import register_layer_type as register_layer_type  # public here too
 from lrtransfer.strict import Strict
@@ -88,7 +93,8 @@ class AlignmentMonitor:
     input that indexes samples (1 for seq-first ``[T, B, d]``); inputs with at most
     ``batch_dim + 1`` dims (a pooled ``[B, d]``) and conv inputs use dim 0. ``path``: JSON lines
     appended after each measured step (a resumed run appends); ``last`` holds the latest measured
-    step's records. Under torch.distributed only rank 0 measures its local micro-batch.
+    step's records. Under torch.distributed every rank enters every step and rank 0 records the
+    metrics of all ranks' samples together (module docstring).
     """
 
     def __init__(self, model: nn.Module, every: int = 10, sample: float = 1 / 64,
@@ -112,17 +118,16 @@ class AlignmentMonitor:
         return [layer.name for layer in self._layers]
 
     def measures(self, step: int) -> bool:
-        """Whether ``step`` is measured here (a multiple of ``every``, and rank 0 if distributed)."""
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        return rank == 0 and step % self.every == 0
+        """Whether ``step`` is recorded here (a multiple of ``every``, and rank 0 if distributed)."""
+        return sharded.rank() == 0 and step % self.every == 0
 
     @contextlib.contextmanager
     def step(self, step: int) -> Iterator[None]:
-        """Wrap one full training step (forward, backward, optimizer step)."""
-        if not self.measures(step):
+        """Wrap one full training step (forward, backward, optimizer step); every rank enters it."""
+        if step % self.every:
             yield
             return
-        # W is cloned only on measured steps; ΔW = W after the optimizer step - this copy.
+        # W is cloned only on measured steps (a DTensor: this rank's shard); ΔW = W after the step - this copy.
         before = {layer.name: layer.module.weight.detach().clone() for layer in self._layers}
         handles = [layer.module.register_forward_pre_hook(layer.hook, with_kwargs=True) for layer in self._layers]
         try:
@@ -133,7 +138,7 @@ class AlignmentMonitor:
             inputs, self._inputs = self._inputs, {}
         records = self.last = self._measure(step, before, inputs)
         self._records.extend(records)
-        if self.path is not None:
+        if self.path is not None and self.measures(step):  # rank 0 writes
             jsonl.append(self.path, records)
 
     @property
@@ -159,13 +164,19 @@ class AlignmentMonitor:
 
     @torch.no_grad()
     def _measure(self, step: int, before: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> list[dict]:
-        measured = [layer for layer in self._layers if layer.name in inputs]
+        # Every rank runs every layer in the same order: the gathers and the one all-reduce must match.
+        local = [_layer_squares(layer, inputs.get(layer.name), before[layer.name]) for layer in self._layers]
+        device = local[0][1].device  # the collective's device (gloo: CPU, NCCL: the GPU)
+        squares = torch.stack([sq.to(device) for _, sq in local])
+        squares[:, 2:] = sharded.sum_over_ranks(squares[:, 2:])  # X-side squares and the count of ranks with X
+        if sharded.rank() != 0:
+            return []
+        values = squares.cpu().tolist()  # one device sync
+        measured = [(layer, shape, v) for layer, (shape, _), v in zip(self._layers, local, values) if v[-1] > 0]
         if not measured:  # e.g. a torch.compile'd model that ignores the hooks
             warnings.warn(f"AlignmentMonitor: step {step}: no monitored layer ran a forward", stacklevel=4)
             return []
-        norms = [_layer_norms(layer, inputs.pop(layer.name), before.pop(layer.name)) for layer in measured]
-        values = torch.stack([n.cpu() for n in norms]).double().tolist()  # one device sync, then float64
-        return [_record(step, layer, dict(zip(NORMS, v))) for layer, v in zip(measured, values)]
+        return [_record(step, layer, shape, dict(zip(NORMS, map(math.sqrt, v[:-1])))) for layer, shape, v in measured]
 
 
 def check_arguments(every: object, sample: object, batch_dim: object) -> None:
@@ -178,21 +189,30 @@ def check_arguments(every: object, sample: object, batch_dim: object) -> None:
         raise ValueError(f"batch_dim: must be an int >= 0, got {batch_dim!r}")
 
 
-def _layer_norms(layer: _Layer, x: torch.Tensor, w0: torch.Tensor) -> torch.Tensor:
-    """The five norms of Eq 2/4 for one layer, from its W before the step and its sampled X."""
-    w = layer.module.weight.detach()
+def _layer_squares(layer: _Layer, x: torch.Tensor | None,
+                   w0: torch.Tensor) -> tuple[tuple[int, int], torch.Tensor]:
+    """W's shape and the float64 squares of the Eq 2/4 norms (`NORMS`) of one layer, then 1 if this rank
+    has its X (else the X-side squares and the count are 0); W is gathered whole if sharded."""
+    w = sharded.full_tensor(layer.module.weight.detach())
+    w0 = sharded.full_tensor(w0)
     dtype = torch.promote_types(w.dtype, torch.float32)
+    vn = torch.linalg.vector_norm
     with torch.autocast(w.device.type, enabled=False):
-        rows = layer.kind.rows(layer.module, x.to(w.device, dtype))
         w0 = layer.kind.weight(w0.to(dtype))
         delta = layer.kind.weight(w.to(dtype)) - w0
-        vn = torch.linalg.vector_norm
-        return torch.stack([vn(w0), vn(delta), vn(rows), vn(rows @ w0.T), vn(rows @ delta.T)])
+        norms = [vn(w0), vn(delta)]
+        if x is None:
+            norms += [w0.new_zeros(())] * 4
+        else:
+            rows = layer.kind.rows(layer.module, x.to(w.device, dtype))
+            norms += [vn(rows), vn(rows @ w0.T), vn(rows @ delta.T), w0.new_ones(())]
+    # Squares of float32 norms are exact in float64, so one process recovers each norm exactly.
+    return tuple(w0.shape), torch.stack(norms).double().square()
 
 
-def _record(step: int, layer: _Layer, norms: dict[str, float]) -> dict:
+def _record(step: int, layer: _Layer, shape: tuple[int, int], norms: dict[str, float]) -> dict:
     """One tidy row; every metric is a ratio of the same float64 norms, so Eq 4 holds exactly."""
-    fan_out, fan_in = layer.kind.weight(layer.module.weight.detach()).shape
+    fan_out, fan_in = shape
     values = dict(norms)
     for name, (num, den) in RATIOS.items():
         values[name] = _ratio(values[num], math.prod(values[d] for d in den))
@@ -263,7 +283,7 @@ class MonitorConfig(Strict):
 
     enabled: bool = Field(True, description="Record alignment metrics on measured steps.")
     every: int = Field(10, ge=1, description="Measure every this many steps.")
-    sample: float = Field(1 / 64, gt=0, le=1, description="Fraction of the (rank 0 micro-)batch used as X.")
+    sample: float = Field(1 / 64, gt=0, le=1, description="Fraction of each (rank's micro-)batch used as X.")
     layers: list[str] | None = Field(None, description="Module names or glob patterns to measure; default all.")
 
     def build(self, model: nn.Module, path: str | Path | None = None,
