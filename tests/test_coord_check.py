@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import lrtransfer
-from lrtransfer.coord_check import coord_check
-from lrtransfer.coord_flags import SLOPE
+from lrtransfer.coord import coord_check
+from lrtransfer.coord.flags import SLOPE
 from lrtransfer.monitor import METRICS, NORMS, AlignmentMonitor
 from lrtransfer.schedules import warmup_linear_decay
 
@@ -270,7 +270,7 @@ def test_check_of_a_sweep_spec_and_its_cli(tmp_path):
     import subprocess
     import sys
 
-    from lrtransfer.coord_check import coord_check_spec
+    from lrtransfer.coord import coord_check_spec
 
     spec = {"name": "tiny", "base": {"preset": "lm-tiny", "overrides": {"run.steps": 40}}, "widths": [1, 2],
             "lrs": [1e-2], "rules": ["standard", "independent"]}

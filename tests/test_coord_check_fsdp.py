@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch.distributed.fsdp import fully_shard
 
 from gloo import run
-from lrtransfer.coord_check import coord_check
+from lrtransfer.coord import coord_check
 from test_coord_check import MLP, data
 
 WORLD, LOCAL = 2, 4

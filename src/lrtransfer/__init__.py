@@ -18,7 +18,7 @@ from lrtransfer import schedules, store, theory
 from lrtransfer.analysis import best_lrs, verdicts
 from lrtransfer.command_env import CommandTrial, command_trial, report_loss
 from lrtransfer.config import RunConfig, resolve
-from lrtransfer.coord_check import coord_check
+from lrtransfer.coord import coord_check
 from lrtransfer.monitor import AlignmentMonitor
 from lrtransfer.scaling import (
     ParamInfo,

@@ -141,7 +141,7 @@ def check(
     """Coord check of the spec's model at its widths: activations and updates vs width, the √m of
     Eq 5 and until when it holds, and the weight-decay timescales of the planned runs."""
     from lrtransfer.config import ConfigError
-    from lrtransfer.coord_check import coord_check_spec
+    from lrtransfer.coord import coord_check_spec
     from lrtransfer.study import study_names, study_spec
 
     try:

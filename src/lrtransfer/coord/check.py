@@ -7,9 +7,9 @@ PyTorch AdamW, and records on the measured steps (0, 1, 2 and every ``every``-th
 - the RMS and mean absolute value (mup's ``l1``) of every leaf module's output, from forward hooks;
 - every `AlignmentMonitor` metric of each Linear/Conv2d: α_W, α_ΔW (Eq 2), the alignment ratio and
   ‖ΔY‖/‖Y‖ = (α_ΔW/α_W)·‖ΔW‖/‖W‖ (Eq 4), with the norms they are ratios of;
-- the loss and each layer's gradient norm, LR and weight decay at that step (`lrtransfer.coord_run`).
+- the loss and each layer's gradient norm, LR and weight decay at that step (`lrtransfer.coord.run`).
 
-`CoordCheck.flags` then reads these per layer (see `lrtransfer.coord_flags`): activations and
+`CoordCheck.flags` then reads these per layer (see `lrtransfer.coord.flags`): activations and
 updates that grow or shrink with width (mup's test), the alignment ratio against the √m of Eq 5, and
 how many weight-decay timescales 2·η·λ·T (Eq 33-36) the planned run spans at each width.
 """
@@ -28,7 +28,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lrtransfer import coord_flags, coord_run
+from lrtransfer.coord import flags as coord_flags
+from lrtransfer.coord import run as coord_run
 from lrtransfer.roles import parameter_roles
 from lrtransfer.scaling import param_groups
 
