@@ -298,7 +298,7 @@ def test_callback_resumed_run_keeps_the_records_up_to_its_checkpoint(tmp_path):
 
 # ---------------------------------------------------------------- the ready objective: causal_lm
 
-CAUSAL_LM = "lrtransfer.integrations.transformers:causal_lm"
+CAUSAL_LM = "lrtransfer.integrations.hf_objective:causal_lm"
 RULES = dict(lr=LR, weight_decay=WD, fixed_lr=FIXED_LR, wd_scaling="independent")
 
 

@@ -1,6 +1,6 @@
 """A ready study objective for Hugging Face causal LMs: a YAML alone studies an HF model.
 
-``base: {objective: "lrtransfer.integrations.transformers:causal_lm", base_width: 32,
+``base: {objective: "lrtransfer.integrations.hf_objective:causal_lm", base_width: 32,
 params: {model_type: llama, config: {num_hidden_layers: 2, head_dim: 16}, corpus: stdlib}}``
 with ``overrides: {run.steps: 300}``. Each trial builds the model from a config (never downloaded)
 at ``trial.width`` as hidden size, on CPU, and trains it on lrtransfer's offline byte-level text

@@ -9,9 +9,9 @@
 * `AlignmentCallback`: a ``TrainerCallback`` that wraps every ``every``-th optimizer step in an
   `lrtransfer.AlignmentMonitor` (Eq 2, 4), streams the records to ``alignment.jsonl`` in the run
   folder and, given ``log_to=trainer``, sends per-role means to the Trainer's loggers.
-* ``causal_lm``: a ready study objective (`lrtransfer.Trial`) that builds a Llama or GPT-2 from a
+* ``hf_objective.causal_lm``: a ready study objective (`lrtransfer.Trial`) that builds a Llama or GPT-2 from a
   config at the trial's width and trains it on the built-in byte-level text
-  (`lrtransfer.integrations.hf_objective`; ``examples/hf_llama_study.yaml``).
+  (`lrtransfer.integrations.hf_objective`, which builds on this module; ``examples/hf_llama_study.yaml``).
 
 A pitfall measured with transformers 5.23: ``GPT2LMHeadModel`` has ``loss_type = None`` (its class
 name does not say "ForCausalLM"), so the ``Trainer`` divides the summed loss by all T labels rather
@@ -183,13 +183,3 @@ def _group_roles(optimizer: torch.optim.Optimizer | None) -> dict[str, str]:
     """``{parameter name: role}`` of an optimizer built on `param_groups` (empty otherwise)."""
     groups = [] if optimizer is None else optimizer.param_groups
     return {name: g["role"] for g in groups if "role" in g for name in g.get("param_names", ())}
-
-
-def __getattr__(name: str) -> Any:
-    """``causal_lm``, the ready study objective of `lrtransfer.integrations.hf_objective`, on first use
-    (``base.objective: "lrtransfer.integrations.transformers:causal_lm"``)."""
-    if name == "causal_lm":
-        from lrtransfer.integrations.hf_objective import causal_lm
-
-        return causal_lm
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
