@@ -3,7 +3,7 @@
 * `transfer` — best LR per (arm, width) with its 90% interval, transfer regret, the optimum's
   shift per width doubling with its interval, one-line verdicts (Figures 1, 6).
 * `fit` and `curve_models` — the fitted optimum of each curve and its bootstrap interval.
-* `dynamics` — layer order and roles, the representative layer, run progress, per-step LRs
+* `layers` — layer order and roles, the representative layer, run progress, per-step LRs
   and the Eq 38 warmup prediction (Figure 5).
 * `picks` — the LRs the study picks from finished runs (phase 1's frozen LR, the dynamics LR, refine).
 * `frames` — row selections and seed means shared with the figures.
@@ -13,7 +13,8 @@
 """
 
 from lrtransfer.analysis.blowups import blowups
-from lrtransfer.analysis.dynamics import (
+from lrtransfer.analysis.fit import Curve, fit_arm, slope
+from lrtransfer.analysis.layers import (
     hidden_layers,
     layer_lrs,
     layer_order,
@@ -21,7 +22,6 @@ from lrtransfer.analysis.dynamics import (
     warmup_ratio_prediction,
     with_progress,
 )
-from lrtransfer.analysis.fit import Curve, fit_arm, slope
 from lrtransfer.analysis.picks import base_best_lr, dynamics_lr, figure5_lrs, phase1_edges, phase1_picks
 from lrtransfer.analysis.result import Analysis, Recommendation, analyze, arm_rules, named_rules
 from lrtransfer.analysis.transfer import (

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from lrtransfer.analysis import Analysis
-from lrtransfer.plots.dynamics import (
+from lrtransfer.plots.alignment import (
     alignment_data,
     dynamics_runs,
     layer_alignment_data,

@@ -1,4 +1,4 @@
-"""Per-layer dynamics across widths: RRC decomposition (Figure 3), alignments at equal
+"""Per-layer alignment over training across widths: RRC decomposition (Figure 3), alignments at equal
 hyperparameters (Figure 4) and every layer's alignment ratio halfway through (Figure 16)."""
 
 from __future__ import annotations
