@@ -59,6 +59,9 @@ def test_hf_llama_study_yaml_sweeps_with_the_cli_and_reports(tmp_path):
     html = (tmp_path / "out" / "report.html").read_text()
     assert "LR transfer study: hf-llama" in html
     assert "standard: " in html and "independent: " in html and "octaves per width doubling" in html
+    align = sweep.alignment(tmp_path / "out")
+    assert set(align["width"]) == {32, 64} and len(set(align["layer"])) == 2 * 7 + 1  # every Linear of the llama
+    assert {"figure1_transfer", "figure3_rrc"} <= {p.stem for p in (tmp_path / "out" / "figures").glob("*.png")}
 
 
 @pytest.mark.slow

@@ -7,13 +7,11 @@ from __future__ import annotations
 import copy
 import math
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import transformers  # in the test extra: a missing install fails here rather than skipping
-import yaml
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 from transformers.pytorch_utils import Conv1D
@@ -27,11 +25,9 @@ from lrtransfer.integrations import transformers as hf
 from lrtransfer.models.llama import Llama
 from lrtransfer.models.llama import LlamaConfig as OurLlamaConfig
 from lrtransfer.monitor import AlignmentMonitor, read_records
-from lrtransfer.study import run_study
 from lrtransfer.trial import Trial, run_trial, seed_everything
 
 VOCAB, SEQ, LR, WD, FIXED_LR = 64, 8, 1e-2, 0.1, 2e-2
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def gpt2(width: int = 64, **kw) -> GPT2LMHeadModel:
@@ -401,22 +397,6 @@ def test_causal_lm_resumes_from_its_checkpoint_bit_identical(tmp_path, monkeypat
 def test_causal_lm_bad_params_fail_the_trial_naming_the_field(tmp_path, params, steps, message):
     summary = run_trial(causal_lm_config(steps=steps, params=params), tmp_path / "run").summary
     assert summary["status"] == "failed" and message in summary["error"], summary["error"]
-
-
-@pytest.mark.slow
-def test_the_hf_llama_study_example_runs_tiny_and_reports(tmp_path):
-    spec = yaml.safe_load((EXAMPLES / "hf_llama_study.yaml").read_text())
-    assert spec["base"]["objective"] == CAUSAL_LM and spec["base"]["params"]["model_type"] == "llama"
-    spec["base"]["params"].update(seq_len=32, batch_size=8)
-    spec["base"]["overrides"].update({"run.steps": 20, "run.final_window": 5, "monitor.every": 5})
-    spec.update(widths=[1, 2], lrs=[4e-3, 1.6e-2], phase1_lrs=[4e-3, 1.6e-2])
-    result = run_study(spec, tmp_path / "study", workers=2, progress=False)
-    df = sweep.results(tmp_path / "study")
-    assert set(df["status"]) == {"done"} and result.report.is_file()
-    assert sorted(line.split(":")[0] for line in result.verdicts) == ["independent", "standard"]
-    align = sweep.alignment(tmp_path / "study")
-    assert set(align["width"]) == {32, 64} and len(set(align["layer"])) == 2 * 7 + 1  # every Linear of the llama
-    assert {"figure1_transfer", "figure3_rrc"} <= {p.stem for p in (tmp_path / "study" / "figures").glob("*.png")}
 
 
 @pytest.mark.slow
