@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from torch import nn
 from lrtransfer import atomic, jsonl
 from lrtransfer.config import ObjectiveConfig, TrialConfig, dump_yaml
 from lrtransfer.monitor import AlignmentMonitor, NullMonitor
-from lrtransfer.objectives import load_objective
+from lrtransfer.objectives import ObjectiveError, load_objective
 from lrtransfer.record import ALIGNMENT, CONFIG, METRICS, RunRecords, reconcile, record_run
 from lrtransfer.scaling import param_groups
 from lrtransfer.store import DIVERGED, DONE, FAILED, RunStore
@@ -169,14 +170,14 @@ class Trial:
 def run_trial(config: ObjectiveConfig, folder: str | Path, *, store: RunStore | None = None,
               sweep: str | None = None, phase: int | str | None = None, arm: str | None = None) -> RunRecords:
     """Run one trial of ``config.objective`` into ``folder`` and record it (skipped if finished)."""
-    folder = Path(folder)
+    folder = Path(folder).absolute()  # where it is now, whatever directory the objective changes to
     finished = reconcile(folder, store, config.to_dict(), sweep)
     if finished is not None:
         return RunRecords({**finished, "skipped": "already finished"})
     try:
         objective = load_objective(config.objective)
-    except ValueError as err:
-        raise ValueError(f"objective: {err}") from None
+    except ObjectiveError as err:
+        raise ObjectiveError(f"objective: {err}") from None
     folder.mkdir(parents=True, exist_ok=True)
     atomic.write_text(folder / CONFIG, dump_yaml(config))
     run_id = None if store is None else store.start_run(config.to_dict(), sweep=sweep, force=True)
@@ -190,6 +191,10 @@ def run_trial(config: ObjectiveConfig, folder: str | Path, *, store: RunStore | 
         status, extra = DIVERGED, {"diverged_at": err.step}
     except Exception as err:  # the user's code failed: record it, the sweep goes on
         status, extra = FAILED, {"error": f"{type(err).__name__}: {err}"}
+    except (SystemExit, KeyboardInterrupt) as err:
+        if not _own_exit(err):
+            raise  # Ctrl-C of this process: stop; the row stays running and the trial resumes later
+        status, extra = FAILED, {"error": f"{type(err).__name__}: {err}".rstrip(": ")}
     finally:
         trial.close()
     records = trial.records(status, time.perf_counter() - t0, **extra)
@@ -204,6 +209,12 @@ def run_planned(config: TrialConfig, folder: str | Path, *, store: RunStore | No
     if isinstance(config, ObjectiveConfig):
         return run_trial(config, folder, store=store, sweep=sweep, phase=phase, arm=arm)
     return train_run(config, folder, store=store, sweep=sweep, progress=False)
+
+
+def _own_exit(err: BaseException) -> bool:
+    """Whether the objective raised `err` itself: any `SystemExit`, and a `KeyboardInterrupt` where
+    SIGINT is ignored (a sweep worker), since there it cannot come from a Ctrl-C."""
+    return isinstance(err, SystemExit) or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def seed_everything(seed: int) -> None:

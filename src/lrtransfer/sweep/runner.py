@@ -9,6 +9,7 @@ run in flight resumes from its checkpoint.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,11 @@ def run_sweep(spec: SweepSpec | Mapping[str, Any] | str | Path, out: str | Path,
     core). `executor`: ``local`` (a process pool) or ``ray`` (`ray_address` joins a cluster).
     `on_stage(label)` is called after each stage that trained something (e.g. a partial report).
     """
+    from lrtransfer.sweep.worker import serving
+
+    if serving():
+        raise RuntimeError("a sweep was started in a sweep worker, by the module that defines the objective: a script "
+                           "that starts its study must do so under `if __name__ == \"__main__\":`")
     spec, out = load_spec(spec), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out):
@@ -198,8 +204,9 @@ class _Stage:
 
     def _task(self, run: PlannedRun) -> Task:
         label = f"phase {run.phase} {run.arm} {run.width_mult:g}x lr={run.lr:g} seed {run.seed}"
-        return Task(config=run.config.to_dict(), config_hash=run.config_hash, folder=str(self.out / run.folder),
-                    store=str(self.db.path), sweep=self.spec.name, label=label, phase=run.phase, arm=run.arm)
+        folder = os.path.abspath(self.out / run.folder)  # an objective that changes directory writes here all the same
+        return Task(config=run.config.to_dict(), config_hash=run.config_hash, folder=folder, store=str(self.db.path),
+                    sweep=self.spec.name, label=label, phase=run.phase, arm=run.arm, timeout_s=self.spec.timeout)
 
 
 def _executor(name: str, workers: int | None, threads: int, address: str | None, progress: bool | None):

@@ -143,6 +143,8 @@ class SweepSpec(Strict):
     refine: int = Field(0, ge=0, description="Refine stage: up to this many rounds, each adding one seed at the "
                         "3 LRs around the optimum of every inconclusive arm at the base and widest widths.")
     refine_budget: int = Field(24, ge=0, description="Most runs the refine stage may add in all.")
+    timeout: float | None = Field(None, gt=0, description="Seconds a run may train before the local executor "
+                                  "stops it and records it failed (a hung objective); None: no limit.")
 
     @field_validator("lrs", "phase1_lrs", mode="before")
     @classmethod
