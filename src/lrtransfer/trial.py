@@ -43,6 +43,9 @@ from lrtransfer.training.loop import run as train_run
 from lrtransfer.training.runlog import MetricLog
 
 STATE = "trial_state.pt"
+STUDY_KEYS = ("status", "steps", "final_train_loss", "wall_s", "folder", "diverged_at", "error",
+              "skipped")  # summary values only the study sets (width and width_mult: the study's win)
+NO_LOSS = "no loss logged: the objective ended without calling trial.log(step, loss)"
 
 
 class TrialDiverged(Exception):
@@ -115,17 +118,25 @@ class Trial:
     def log(self, step: int, loss: float, **metrics: float) -> None:
         """Record the train loss of ``step`` (0-based) and any other metrics (``val_loss=…``);
         raises `TrialDiverged` when the loss is NaN/inf or above ``run.max_loss``."""
-        loss = float(loss)
-        self._log.write({"step": int(step), "train_loss": loss, **{k: float(v) for k, v in metrics.items()}})
-        if "val_loss" in metrics:
-            self._val = float(metrics["val_loss"])
+        loss = _number(loss, "trial.log: loss")
+        values = {k: _number(v, f"trial.log: {k}") for k, v in metrics.items()}
+        self._log.write({"step": int(step), "train_loss": loss, **values})
+        if "val_loss" in values:
+            self._val = values["val_loss"]
         if not math.isfinite(loss) or loss > self.config.run.max_loss:
             raise TrialDiverged(int(step), loss)
 
     def finish(self, val_loss: float | None = None, **summary: Any) -> None:
-        """Record the final validation loss and any other values for the trial's summary."""
+        """Record the final validation loss and any other values for the trial's summary: numbers,
+        strings, booleans, None, or lists and dicts of them. The study's own values (`STUDY_KEYS`:
+        status, loss, steps, ...) cannot be set here; a bad value raises, failing the trial."""
+        if taken := [k for k in summary if k in STUDY_KEYS]:
+            raise ValueError(f"trial.finish: {taken[0]!r} is a summary value the study sets itself; name yours "
+                             f"otherwise (the study's: {', '.join(STUDY_KEYS)})")
+        for key, value in summary.items():
+            _check_value(value, f"trial.finish: {key}")
         if val_loss is not None:
-            self._val = float(val_loss)
+            self._val = _number(val_loss, "trial.finish: val_loss")
         self._extra.update(summary)
 
     def save(self, state: dict[str, Any]) -> None:
@@ -147,16 +158,20 @@ class Trial:
         return saved["state"]
 
     def records(self, status: str, wall_s: float, **extra: Any) -> RunRecords:
-        """What the study records for this trial when it ended with ``status``."""
+        """What the study records for this trial when it ended with ``status``; a trial that ended
+        without logging a loss is ``failed``."""
         rows = self._log.rows
         losses = [r["train_loss"] for r in rows if "train_loss" in r]
+        if status == DONE and not losses:
+            status, extra = FAILED, {**extra, "error": NO_LOSS}
         window = losses[-self.config.run.final_window:]
         summary = {
+            **self._extra,
             "status": status, "steps": len(losses),
             "final_train_loss": sum(window) / len(window) if window and status == DONE else math.nan,
             "val_loss": self._val if self._val is not None and status == DONE else math.nan,
             "wall_s": wall_s, "width": self.width, "width_mult": self.width_mult, "folder": str(self.folder),
-            **self._extra, **extra,
+            **extra,
         }
         return RunRecords(summary, list(rows), self._kept_alignment + [r for m in self._monitors for r in m.records])
 
@@ -209,6 +224,29 @@ def run_planned(config: TrialConfig, folder: str | Path, *, store: RunStore | No
     if isinstance(config, ObjectiveConfig):
         return run_trial(config, folder, store=store, sweep=sweep, phase=phase, arm=arm)
     return train_run(config, folder, store=store, sweep=sweep, progress=False)
+
+
+def _check_value(value: Any, where: str) -> None:
+    """A summary value must be JSON data: a number, string, bool, None, or a list/dict of them."""
+    if value is None or isinstance(value, (bool, int, float, str, np.generic)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_value(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        for k, item in value.items():
+            _check_value(item, f"{where}.{k}")
+        return
+    hint = "; pass value.item() or value.tolist()" if isinstance(value, (torch.Tensor, np.ndarray)) else ""
+    raise TypeError(f"{where}: a {type(value).__name__} is not a number, string, bool, or list or dict of them{hint}")
+
+
+def _number(value: Any, where: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: expected a number, got {value!r}") from None
 
 
 def _own_exit(err: BaseException) -> bool:
