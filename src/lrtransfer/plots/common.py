@@ -17,7 +17,8 @@ log = logging.getLogger("lrtransfer.plots")
 
 STYLE = {"font.size": 11, "axes.titlesize": 11, "axes.labelsize": 11, "legend.fontsize": 9,
          "xtick.labelsize": 9.5, "ytick.labelsize": 9.5, "figure.titlesize": 12.5, "axes.grid": True,
-         "grid.alpha": 0.3}
+         "grid.alpha": 0.3,
+         "text.parse_math": False}  # labels carry user strings (arm names): plain text, a "$" is a dollar
 ARM_LABELS = {"none": "μP, no weight decay", "standard": "μP + standard WD (η/m, λ)",
               "independent": "μP + independent WD (η/m, mλ)"}
 

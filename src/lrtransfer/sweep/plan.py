@@ -192,7 +192,9 @@ def read_plan(out: Path) -> pd.DataFrame:
         raise FileNotFoundError(f"dir: {out} holds no {PLAN_FILE}; is it a sweep folder (lrtransfer sweep --out)?")
     fix = "re-run `lrtransfer sweep` with its spec to rewrite it"
     try:
-        df = pd.read_csv(path, dtype={"phase": str, "arm": str, "config_hash": str, "folder": str})  # floats exact
+        # floats exact; strings as written (an arm named NA or null is not a missing value)
+        df = pd.read_csv(path, dtype={"phase": str, "arm": str, "config_hash": str, "folder": str},
+                         keep_default_na=False)
     except (ValueError, UnicodeDecodeError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
         raise PlanError(f"plan: {path} cannot be read ({str(err).strip().splitlines()[0]}); {fix}") from None
     if missing := [c for c in PLAN_COLUMNS if c not in df]:

@@ -163,6 +163,8 @@ class SweepSpec(Strict):
     def _arm_names(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         v = {name: parse_overrides(overrides) for name, overrides in v.items()}
         for name, overrides in v.items():
+            if not name.strip():
+                raise ValueError(f"{name!r}: an arm needs a name that is not blank")
             if name in (*RULES, DYNAMICS_ARM):
                 raise ValueError(f"{name!r} is a reserved arm name ({'|'.join((*RULES, DYNAMICS_ARM))})")
             if fixed := [k for k in overrides if k in PLANNED_KEYS]:
