@@ -60,7 +60,10 @@ def study_spec(name: str) -> dict[str, Any]:
 
 @dataclass
 class StudyResult:
-    report: Path
+    """What `run_study` did: the report (None if it could not be written: `verdicts` says why), the
+    sweep's report, the wall time and the verdict lines."""
+
+    report: Path | None
     sweep: sweep.SweepReport
     wall_s: float
     verdicts: list[str]
@@ -80,7 +83,12 @@ def run_study(spec: str | Path | dict | sweep.SweepSpec, out: str | Path, *, wor
         done = sweep.run_sweep(spec, out, workers=workers, threads=threads, executor=executor, ray_address=ray_address,
                                progress=progress, on_stage=lambda stage: reports.submit(_partial, out, stage))
         reports.shutdown(cancel_futures=True)  # a partial report not begun yet is superseded by the final one
-    report, lines = write_study_report(out)  # after the partial ones have finished
+    try:  # after the partial ones have finished
+        report, lines = write_study_report(out)
+    except Exception as err:  # the training is done and in the store: hand it back, say what failed
+        log.warning("report of %s not written: %s: %s", out, type(err).__name__, err)
+        report, lines = None, [f"report not written ({type(err).__name__}: {err}); `lrtransfer report {out}` "
+                               "writes it from the store"]
     return StudyResult(report, done, time.perf_counter() - t0, lines)
 
 
@@ -215,10 +223,10 @@ def timescale_notes(results: pd.DataFrame) -> list[str]:
     multiplier (η_t varies), for the hidden layers' actual η and λ.
     """
     runs = results[(results["phase"].astype(str) == "2") & results["config"].notna()]
-    if runs.empty:
-        return []
     best = analysis.best_lrs(results)
-    base = best[best["width_mult"] == best["width_mult"].min()].set_index("arm")["lr_grid"]
+    if runs.empty or best.empty:  # nothing finished yet
+        return []
+    base = best[best["width_mult"] == best["width_mult"].min()].set_index("arm")["lr_grid"].dropna()  # stable only
     lines = []
     for (arm, m), group in runs.groupby(["arm", "width_mult"]):
         if arm not in base.index:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from lrtransfer import atomic
 from lrtransfer.config import OptimConfig, RunConfig, ScheduleConfig, apply_overrides, validate
 from lrtransfer.scaling import expected_shift
 from lrtransfer.sweep.spec import DYNAMICS_ARM, SweepSpec, width_of
@@ -174,10 +175,7 @@ def plan_frame(runs: list[PlannedRun]) -> pd.DataFrame:
 
 def write_plan(out: Path, runs: list[PlannedRun]) -> Path:
     """Write `out/plan.csv` (atomically: a reader never sees half a plan)."""
-    path, tmp = out / PLAN_FILE, out / f"{PLAN_FILE}.tmp"
-    plan_frame(runs).to_csv(tmp, index=False)  # floats as their shortest round-trip repr
-    tmp.replace(path)
-    return path
+    return atomic.write_text(out / PLAN_FILE, plan_frame(runs).to_csv(index=False))  # floats: shortest round trip
 
 
 class PlanError(ValueError):

@@ -7,7 +7,7 @@ of phase 1 and 2) counts in both, and its time in the first. Then the best phase
 (once phase 1 has finished: what phase 2 freezes), and each run in flight with its last logged step.
 
 Only reads: ``plan.csv`` (written atomically), the run store (SQLite in WAL mode, so a reader
-never blocks the sweep's writers; opening it runs an idempotent ``CREATE TABLE IF NOT EXISTS``)
+never blocks the sweep's writers; opened read-only, a missing one reads as empty)
 and the run folders' ``metrics.jsonl``.
 """
 
@@ -64,7 +64,7 @@ def sweep_status(dir: str | Path, now: float | None = None) -> SweepStatus:
     if not (dir / PLAN_FILE).is_file():
         raise FileNotFoundError(f"dir: {dir} holds no sweep (no {PLAN_FILE}); is it a `lrtransfer sweep --out` folder?")
     df = results(dir)
-    timings = store.open(dir / STORE_FILE).runs()[["config_hash", "started_at", "finished_at"]]
+    timings = store.open(dir / STORE_FILE, readonly=True).runs()[["config_hash", "started_at", "finished_at"]]
     df = df.merge(timings, on="config_hash", how="left")
     first = df.drop_duplicates("config_hash")  # the stage that planned a run first trained it
     stages = [_stage_row(phase, rows, first[first["phase"] == phase], now) for phase, rows
