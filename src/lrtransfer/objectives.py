@@ -33,9 +33,11 @@ def load_objective(ref: str) -> Callable[..., None]:
         fn = importlib.import_module(module)
         for part in name.split("."):
             fn = getattr(fn, part)
-    except Exception as err:  # the user's module: any error at import is theirs to fix
+    except (ImportError, AttributeError) as err:
         raise ObjectiveError(f"cannot import {ref!r} ({type(err).__name__}: {err}); the spec's folder and the "
                              "working directory are importable, or install the package") from None
+    except Exception as err:  # the user's module does not compile or raises at import: theirs to fix
+        raise ObjectiveError(f"cannot import {ref!r}: its module raised {type(err).__name__}: {err}") from None
     if not callable(fn) or not _takes_one_argument(fn):
         raise ObjectiveError(f"{ref!r} is not a callable of one argument (the trial)")
     return fn

@@ -25,6 +25,7 @@ from lrtransfer.objectives import objective_ref
 from lrtransfer.plots.study import FigureInfo, write_study_figures, write_theory_figures
 from lrtransfer.report import write_report
 from lrtransfer.store import FINISHED
+from lrtransfer.sweep.spec import SPEC_FILE, read_written_spec
 
 log = logging.getLogger("lrtransfer.study")
 
@@ -134,8 +135,8 @@ def write_study_report(dir: str | Path, partial: str | None = None) -> tuple[Pat
     align = sweep.alignment(dir, results[results["status"].isin(FINISHED)])
     best = analysis.best_lrs(results)
     table = analysis.verdict_table(best) if not best.empty else pd.DataFrame(columns=["arm", "text"])
-    spec_yaml = (dir / "sweep.yaml").read_text()
-    spec = yaml.safe_load(spec_yaml) or {}  # the resolved spec the sweep wrote, parsed once
+    spec = read_written_spec(dir)  # the resolved spec the sweep wrote, parsed once
+    spec_yaml = (dir / SPEC_FILE).read_text()
     warmup_arms = spec.get("warmup_arms") or []
     missing = missing_notes(results, spec)
     figures = write_study_figures(results, align, dir / "figures", warmup_arms) + theory_figures(dir / "figures")

@@ -134,7 +134,7 @@ class Trial:
             raise ValueError(f"trial.finish: {taken[0]!r} is a summary value the study sets itself; name yours "
                              f"otherwise (the study's: {', '.join(STUDY_KEYS)})")
         for key, value in summary.items():
-            _check_value(value, f"trial.finish: {key}")
+            _check_data(value, f"trial.finish: {key}")
         if val_loss is not None:
             self._val = _number(val_loss, "trial.finish: val_loss")
         self._extra.update(summary)
@@ -226,20 +226,13 @@ def run_planned(config: TrialConfig, folder: str | Path, *, store: RunStore | No
     return train_run(config, folder, store=store, sweep=sweep, progress=False)
 
 
-def _check_value(value: Any, where: str) -> None:
+def _check_data(value: Any, where: str) -> None:
     """A summary value must be JSON data: a number, string, bool, None, or a list/dict of them."""
-    if value is None or isinstance(value, (bool, int, float, str, np.generic)):
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_value(item, f"{where}[{i}]")
-        return
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        for k, item in value.items():
-            _check_value(item, f"{where}.{k}")
-        return
-    hint = "; pass value.item() or value.tolist()" if isinstance(value, (torch.Tensor, np.ndarray)) else ""
-    raise TypeError(f"{where}: a {type(value).__name__} is not a number, string, bool, or list or dict of them{hint}")
+    try:
+        jsonl.jsonable(value, where)
+    except TypeError as err:
+        raise TypeError(f"{err}: give numbers, strings, booleans, or lists and dicts of them (value.item(), "
+                        "value.tolist())") from None
 
 
 def _number(value: Any, where: str) -> float:

@@ -39,7 +39,7 @@ from lrtransfer.sweep.plan import (
     refinement,
     write_plan,
 )
-from lrtransfer.sweep.spec import SweepSpec, dump_spec, load_spec
+from lrtransfer.sweep.spec import SPEC_FILE, SweepSpec, dump_spec, load_spec
 from lrtransfer.sweep.tables import STORE_FILE, join_store
 from lrtransfer.sweep.tasks import Executor, Outcome, Task
 
@@ -99,7 +99,7 @@ def run_sweep(spec: SweepSpec | Mapping[str, Any] | str | Path, out: str | Path,
 
 
 def _run(spec: SweepSpec, out: Path, executor: Executor, on_stage: Callable[[str], None] | None) -> SweepReport:
-    atomic.write_text(out / "sweep.yaml", dump_spec(spec))
+    atomic.write_text(out / SPEC_FILE, dump_spec(spec))
     report = SweepReport(out)
     with executor as ex:
         stage = _Stage(spec, out, store.open(out / STORE_FILE), ex, report, on_stage)

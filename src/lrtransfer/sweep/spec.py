@@ -27,13 +27,15 @@ from lrtransfer.config import (
     preset_dict,
     validate,
 )
-from lrtransfer.objectives import importable, load_objective
+from lrtransfer.jsonl import jsonable
+from lrtransfer.objectives import ObjectiveError, importable, load_objective
 from lrtransfer.scaling import WD_RULES
 
 RULES = WD_RULES  # each weight-decay rule is an arm of the same name
 PROTOCOLS = ("two_phase", "one_phase")
 DYNAMICS_ARM = "no_mup"  # the `dynamics: true` runs: same (η, λ) at every width (paper Fig 4)
 PLANNED_KEYS = ("model.width", "optim.lr", "optim.fixed_lr", "run.seed")  # set by the plan, not by arms
+SPEC_FILE = "sweep.yaml"  # the resolved spec, in the sweep folder
 
 
 class SpecError(ConfigError):
@@ -91,6 +93,16 @@ class BaseSpec(Strict):
             load_objective(v)  # "cannot import ..." / "not a callable of one argument", at base.objective
         return v
 
+    @field_validator("params")
+    @classmethod
+    def _json_data(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key, value in v.items():  # they are hashed and written into every trial's config
+            try:
+                jsonable(value, key)
+            except TypeError as err:
+                raise ValueError(f"{err}: give numbers, strings, booleans, or lists and dicts of them") from None
+        return v
+
     @field_validator("overrides", mode="before")
     @classmethod
     def _dotted(cls, v: Any) -> Any:
@@ -109,6 +121,11 @@ class BaseSpec(Strict):
             raise ValueError("base_width: give it with objective (and only then)")
         if self.params and self.objective is None:
             raise ValueError("params: only used with objective")
+        if self.objective is None and isinstance(ref := self.raw().get("objective"), str):
+            try:  # an objective written out in the config (a sweep's own sweep.yaml) is checked as well
+                load_objective(ref)
+            except ObjectiveError as err:
+                raise ValueError(f"objective: {err}") from None
         return self
 
     def raw(self) -> dict[str, Any]:
@@ -226,6 +243,16 @@ def load_spec(source: str | Path | Mapping[str, Any] | SweepSpec) -> SweepSpec:
         return SweepSpec.model_validate(raw)
     except ValidationError as err:
         raise SpecError(format_errors(err, "invalid sweep spec")) from None
+
+
+def read_written_spec(dir: str | Path) -> dict[str, Any]:
+    """The resolved spec a sweep wrote into its folder (`SPEC_FILE`), as a dict for readers: not
+    validated, so reading a sweep never imports its objective. A missing or damaged file raises
+    `SpecError` naming it."""
+    try:
+        return load_yaml(Path(dir) / SPEC_FILE, what="spec")
+    except ConfigError as err:
+        raise SpecError(f"{err}; re-run `lrtransfer sweep` with its spec to rewrite it") from None
 
 
 def dump_spec(spec: SweepSpec) -> str:
