@@ -121,8 +121,8 @@ class BaseSpec(Strict):
             raise ValueError("base_width: give it with objective (and only then)")
         if self.params and self.objective is None:
             raise ValueError("params: only used with objective")
-        if self.objective is None and isinstance(ref := self.raw().get("objective"), str):
-            try:  # an objective written out in the config (a sweep's own sweep.yaml) is checked as well
+        if isinstance(ref := (self.inline or {}).get("objective"), str):
+            try:  # an objective written out in an inline config (a sweep's own sweep.yaml) is checked as well
                 load_objective(ref)
             except ObjectiveError as err:
                 raise ValueError(f"objective: {err}") from None
