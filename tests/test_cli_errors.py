@@ -67,8 +67,10 @@ def trained(d: Path) -> None:
     assert invoke([*TRAIN, "--out", str(d / "run")], d).exit_code == 0
 
 
-def sweep_folder(d: Path, damage: bytes | None = None, store_bytes: bytes | None = None) -> None:
-    """A sweep folder in d/sweep as the driver leaves it after planning phase 1 (sweep.yaml, plan.csv)."""
+def sweep_folder(d: Path, damage: bytes | None = None, store_bytes: bytes | None = None,
+                 spec_text: str | None = None) -> None:
+    """A sweep folder in d/sweep as the driver leaves it after planning phase 1 (sweep.yaml, plan.csv);
+    `spec_text` replaces its sweep.yaml (None: the written one; "": none)."""
     spec = load_spec({"name": "s", "base": {"preset": "lm-tiny", "overrides": dict(a.split("=") for a in TINY)},
                       "lrs": [0.01], "rules": ["standard"]})
     (d / "sweep").mkdir()
@@ -78,6 +80,20 @@ def sweep_folder(d: Path, damage: bytes | None = None, store_bytes: bytes | None
         (d / "sweep" / "plan.csv").write_bytes(damage)
     if store_bytes is not None:
         (d / "sweep" / "runs.db").write_bytes(store_bytes)
+    if spec_text == "":
+        (d / "sweep" / "sweep.yaml").unlink()
+    elif spec_text is not None:
+        (d / "sweep" / "sweep.yaml").write_text(spec_text)
+
+
+def objective_spec(d: Path, objective: str, base: str = "objective") -> None:
+    """d/objspec.yaml naming `objective`, beside two user modules that cannot be imported. With
+    ``base="inline"``: the objective written out in the base config, as a sweep's own sweep.yaml has it."""
+    (d / "broken_syntax.py").write_text("def objective(trial:\n")
+    (d / "raises_at_import.py").write_text("raise RuntimeError('no GPU here')\ndef objective(trial): ...\n")
+    source = (f"{{objective: {objective!r}, base_width: 8}}" if base == "objective" else
+              f"{{inline: {{objective: {objective!r}, model: {{width: 8, base_width: 8}}}}}}")
+    (d / "objspec.yaml").write_text(f"base: {source}\nlrs: [0.01]\nrules: [standard]\n")
 
 
 SPEC = "name: s\nbase: {preset: lm-tiny}\nlrs: [0.01]\nrules: [standard]\n"
@@ -145,6 +161,24 @@ CASES = [
      ["invalid sweep spec: base:", "paths:", "gone.txt", "matches no file"],
      lambda d: (d / "spec.yaml").write_text(SPEC.replace("{preset: lm-tiny}", "{preset: lm-tiny, overrides: "
                                                          f"{{data.corpus: files, data.paths: [{d}/gone.txt]}}}}"))),
+    # a study of the user's own code: objectives that cannot be imported, read-back of a sweep folder
+    ("an objective module with a syntax error", ["sweep", "{d}/objspec.yaml", "--out", "{d}/sweep"],
+     ["base.objective:", "'broken_syntax:objective'", "SyntaxError", "broken_syntax.py, line 1"],
+     lambda d: objective_spec(d, "broken_syntax:objective")),
+    ("an objective module that raises at import", ["sweep", "{d}/objspec.yaml", "--out", "{d}/sweep"],
+     ["base.objective:", "'raises_at_import:objective'", "RuntimeError: no GPU here"],
+     lambda d: objective_spec(d, "raises_at_import:objective")),
+    ("an objective given as a relative path", ["sweep", "{d}/objspec.yaml", "--out", "{d}/sweep"],
+     ["base.objective:", "'../../x:fn' is a path, not a module name"], lambda d: objective_spec(d, "../../x:fn")),
+    ("a sweep.yaml re-run where its objective does not import", ["sweep", "{d}/objspec.yaml", "--out", "{d}/s2"],
+     ["base: objective: cannot import 'moved_away:objective'", "ModuleNotFoundError"],
+     lambda d: objective_spec(d, "moved_away:objective", base="inline")),
+    ("status on a damaged sweep.yaml", ["status", "{d}/sweep"], ["spec:", "sweep/sweep.yaml", "invalid YAML"],
+     lambda d: sweep_folder(d, spec_text="name: [s\n")),
+    ("report on a damaged sweep.yaml", ["report", "{d}/sweep"], ["spec:", "sweep/sweep.yaml", "invalid YAML"],
+     lambda d: sweep_folder(d, spec_text="name: [s\n")),
+    ("report on a missing sweep.yaml", ["report", "{d}/sweep"], ["spec:", "sweep/sweep.yaml", "does not exist"],
+     lambda d: sweep_folder(d, spec_text="")),
     # §13 and the command line itself
     ("a missing argument", ["sweep", "--out", "{d}/sweep"], ["Missing argument 'SPEC'", "sweep --help"], None),
     ("a missing --out", TRAIN, ["Missing option '--out'"], None),
@@ -394,3 +428,115 @@ def test_report_of_one_lr_draws_without_warnings(tmp_path, monkeypatch):
         path, lines, _ = study_mod.write_study_report(out)
     assert lines == ["standard: only width 1× was run — one width"]
     assert (out / "figures" / "figure1_transfer.png").is_file()
+
+
+def test_status_and_report_only_read(tmp_path, monkeypatch):
+    """A sweep folder whose store does not exist yet: status and report create no runs.db."""
+    sweep_folder(tmp_path)
+    monkeypatch.setattr(study_mod, "theory_figures", lambda out: [])
+    status = invoke(["status", "{d}/sweep"], tmp_path)
+    assert status.exit_code == 0 and "pending" in status.stdout, status.output
+    report = invoke(["report", "{d}/sweep"], tmp_path)
+    assert report.exit_code == 0 and report.stdout.startswith("1 of 1 runs have no result yet"), report.output
+    assert not list((tmp_path / "sweep").glob("runs.db*"))
+
+
+def objective_sweep(out: Path, objective: str, **fields) -> None:
+    """A one-phase sweep of `objective` in `out`, its runs trained in this process (fast, tiny trials)."""
+    from lrtransfer.sweep.plan import phase2
+
+    spec = load_spec({"name": "mine", "base": {"objective": objective, "base_width": 8,
+                                               "overrides": {"run.steps": 3, "optim.weight_decay": 0.1}},
+                      "lrs": [1e-3, 1e-2], "protocol": "one_phase", **fields})
+    out.mkdir()
+    (out / "sweep.yaml").write_text(dump_spec(spec))
+    planned = phase2(spec, dict.fromkeys(spec.arm_overrides()))
+    write_plan(out, planned)
+    db = store.open(out / "runs.db")
+    for run in {r.config_hash: r for r in planned}.values():
+        run_planned(run.config, out / run.folder, store=db, sweep="mine", phase=run.phase, arm=run.arm)
+
+
+def diverges_without_weight_decay(trial) -> None:
+    """A user objective whose `none` arm diverges at every LR and width."""
+    for step in range(3):
+        trial.log(step, float("nan") if trial.wd_scaling == "none" else 1.0 + abs(trial.lr - 3e-3))
+
+
+def test_report_of_an_arm_with_no_stable_run_at_the_base_width(tmp_path, monkeypatch):
+    """Every run of one arm diverged (a known length, so the weight-decay timescales are counted):
+    'Encountered all NA values' before; now the arm's verdict says it has no stable run."""
+    objective_sweep(tmp_path / "sweep", "test_cli_errors:diverges_without_weight_decay", widths=[1, 2],
+                    rules=["none", "standard"])
+    monkeypatch.setattr(study_mod, "theory_figures", lambda out: [])
+    result = invoke(["report", "{d}/sweep"], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "none: no stable LR at 1×, 2× — no stable run" in result.stdout.splitlines()
+
+
+def steady(trial) -> None:
+    trial.log(0, 1.0 + abs(trial.lr - 3e-3))
+
+
+@pytest.mark.parametrize("name", ["NA", "null", "None", "$\\frac{a$"])
+def test_arm_names_read_back_as_written(tmp_path, monkeypatch, name):
+    """Names pandas reads as missing and names matplotlib reads as maths stay the user's names."""
+    from lrtransfer.sweep import results
+
+    objective_sweep(tmp_path / "sweep", "test_cli_errors:steady", rules=[],
+                    arms={name: {"optim.weight_decay": 0.2}, "other": {}})
+    assert set(results(tmp_path / "sweep")["arm"]) == {name, "other"}
+    monkeypatch.setattr(study_mod, "theory_figures", lambda out: [])
+    result = invoke(["report", "{d}/sweep"], tmp_path)
+    assert result.exit_code == 0, result.output
+    assert any(line.startswith(f"{name}: ") for line in result.stdout.splitlines()), result.stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs on tmp_path/disk (needs root and mount rights; else the test skips)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def fill(folder: Path) -> None:
+    with open(folder / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            return
+
+
+DISK_CASES = [  # (case, arguments with {d} for the full disk, what was there before it filled up)
+    ("report", ["report", "{d}/sweep"], lambda d: objective_sweep(d / "sweep", "test_cli_errors:steady",
+                                                                  rules=["standard"])),
+    ("sweep start", ["sweep", "{d}/../spec.yaml", "--out", "{d}/sweep", "--workers", "1"],
+     lambda d: (d.parent / "spec.yaml").write_text(SPEC.replace("lm-tiny}", "lm-tiny, overrides: {run.steps: 2}}")
+                                                    + "protocol: one_phase\n")),
+    ("train", [*TRAIN, "--out", "{d}/run"], None),
+]
+
+
+@pytest.mark.parametrize(("case", "args", "setup"), DISK_CASES, ids=[c[0] for c in DISK_CASES])
+def test_a_full_disk_is_one_line_and_the_command_then_works(small_disk, monkeypatch, case, args, setup):
+    """No space left: one line naming the file, exit 2, no traceback, no cut file; with space again
+    the same command goes through."""
+    if setup is not None:
+        setup(small_disk)
+    monkeypatch.setattr(study_mod, "theory_figures", lambda out: [])
+    fill(small_disk)
+    result = invoke(args, small_disk)
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {small_disk}/") and "No space left on device" in lines[0], lines[0]
+    assert not [p for p in small_disk.rglob("*") if p.suffix in (".png", ".csv", ".html") and p.stat().st_size == 0]
+    (small_disk / "filler").unlink()
+    again = invoke(args, small_disk)
+    assert again.exit_code == 0, again.output

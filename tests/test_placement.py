@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from collections import Counter
 
 import pytest
@@ -18,7 +17,6 @@ from lrtransfer.sweep.local import LocalExecutor
 from lrtransfer.sweep.placement import (
     Placement,
     check_cluster,
-    claim_slot,
     gpu_slots,
     ray_options,
     visible_gpus,
@@ -99,29 +97,6 @@ def test_ray_resources_and_checks():
     with pytest.raises(ConfigError, match="runs_per_gpu: only for the local executor"):
         Placement(runs_per_gpu=2).check_ray()
     Placement(gpus_per_run=0.5).check_ray()
-
-
-def test_each_claim_takes_a_free_slot_and_a_dead_holder_frees_its_own(tmp_path):
-    slots = [("0",), ("1",), ("0",)]
-    first, second = claim_slot(tmp_path, slots), claim_slot(tmp_path, slots)
-    assert (first[0], second[0]) == (0, 1)
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
-        import fcntl, os, sys, time
-        fd = os.open({str(tmp_path / "slot-2")!r}, os.O_RDWR | os.O_CREAT)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        print("held", flush=True)
-        time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline() == "held\n"
-        with pytest.raises(RuntimeError, match="no free GPU slot of 3"):
-            claim_slot(tmp_path, slots, wait_s=0.3)
-    finally:
-        holder.kill()  # a killed worker: the kernel drops its lock
-        holder.wait()
-    assert claim_slot(tmp_path, slots)[0] == 2
-    os.close(second[1])  # a worker that ended
-    assert claim_slot(tmp_path, slots)[0] == 1
 
 
 SPEC = {"name": "placed", "base": {"objective": "objectives:device_report", "base_width": 16},

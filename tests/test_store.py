@@ -269,7 +269,7 @@ def test_a_damaged_store_raises_one_line_naming_the_file(tmp_path, damage, reaso
         for run_id in db.runs().run_id:
             db.series(run_id)
     message = str(err.value)
-    assert message == f"store: {path} is not a readable run store ({reason}); move it away or pass --store"
+    assert message == f"store: {path} is not a readable run store ({reason}); move it away, or use another store file"
     assert "\n" not in message and isinstance(err.value, ValueError)
 
 

@@ -127,7 +127,7 @@ def demo(
     for line in result.verdicts:
         typer.echo(line)
     typer.echo(f"report: {result.report}  ({result.wall_s / 60:.1f} min)")
-    if not result.sweep.ok:
+    if not result.sweep.ok or result.report is None:
         raise typer.Exit(1)
 
 

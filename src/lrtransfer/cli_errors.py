@@ -6,7 +6,8 @@ type the project raises for bad input only, whose message names the field, argum
 (`user_errors`: `ConfigError` and its `SpecError`, `StoreError`, `RunAlreadyDone`, `SweepLocked`,
 `PlanError`, `CorpusNotFoundError`, `CorpusFetchError`). Checks turn what they find into one of
 these types where they know it is the user's input (`training.preflight` raises `ConfigError`), so
-nothing here guesses from a message. Any other exception is a bug, of lrtransfer or of a user's
+nothing here guesses from a message. A full disk (`DISK_FULL`) is one line naming the file it stopped
+at. Any other exception is a bug, of lrtransfer or of a user's
 objective, and keeps its traceback. Warnings of lrtransfer's own categories (e.g. a binary corpus
 file) print one ``warning:`` line.
 """
@@ -14,6 +15,7 @@ file) print one ``warning:`` line.
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 import warnings
 
@@ -22,6 +24,7 @@ from typer import _click as click  # typer 0.29 (pinned) ships its own click: it
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 EXIT_USER_ERROR = 2
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # the machine's state, not a bug: one line naming the file
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -55,6 +58,11 @@ def _one_line_errors():
         ctx = getattr(err, "ctx", None)
         hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
         _fail(err.format_message() + hint)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        _fail(f"{err.filename or 'a file'}: {err.strerror}; free some space and run the command again "
+              "(what was written before is kept, and a run resumes from its checkpoint)")
     except Exception as err:
         if not isinstance(err, user_errors()):
             raise  # a bug: its traceback is what the user must report

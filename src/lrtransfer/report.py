@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
+from lrtransfer import atomic
 from lrtransfer.record import CONFIG
 from lrtransfer.store import DIVERGED, FAILED
 
@@ -116,7 +117,7 @@ def write_report(out_dir: str | Path, *, title: str, verdicts: pd.DataFrame, bes
         for key, html in sections.items())
     nav = "".join(f'<a href="#{key}">{SECTIONS[key]}</a>' for key in sections)
     path = out_dir / "report.html"
-    path.write_text(PAGE.format(title=escape(title), css=CSS, nav=nav, body=body), encoding="utf-8")
+    atomic.write_text(path, PAGE.format(title=escape(title), css=CSS, nav=nav, body=body))
     return path
 
 

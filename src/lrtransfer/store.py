@@ -8,12 +8,14 @@ process and thread, opened lazily; writes are BEGIN IMMEDIATE transactions with 
 and retried while SQLite answers busy, so concurrent writers queue instead of failing. NaN is SQL
 NULL, read back as NaN; JSON columns hold non-finite floats as "nan"/"inf"/"-inf" (as run folders do).
 A file SQLite cannot read (not a database, damaged) or a path that is a folder raises `StoreError`,
-one line naming the file, from whichever call first meets it.
+one line naming the file, from whichever call first meets it; a full disk raises an ENOSPC `OSError`
+naming it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import math
 import os
@@ -21,6 +23,7 @@ import random
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -46,7 +49,7 @@ ALIGN_KEYS = _ALIGN_COLUMNS[:5]  # step, layer, role, fan_in, fan_out: the monit
 ALIGN_METRICS = (*METRICS, *NORMS)  # the monitor's metric columns
 # (file, pid, thread) → connection. A forked child never touches its parent's connections: closing
 # one could release the parent's POSIX locks (SQLite FAQ 6). Thread idents are reused only after exit.
-_CONNECTIONS: dict[tuple[Path, int, int], sqlite3.Connection] = {}
+_CONNECTIONS: dict[tuple[Path, int, int, bool], sqlite3.Connection] = {}  # (…, readonly)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -77,10 +80,12 @@ def _readable(method):
         except (sqlite3.DatabaseError, pd.errors.DatabaseError) as err:
             cause = err if isinstance(err, sqlite3.DatabaseError) else err.__cause__  # pandas wraps SQLite's
             code = getattr(cause, "sqlite_errorcode", 0) & 0xFF
+            if code == sqlite3.SQLITE_FULL or (code == sqlite3.SQLITE_IOERR and _disk_full(self.path)):
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.path)) from None
             if code not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CANTOPEN):
                 raise
             raise StoreError(f"store: {self.path} is not a readable run store ({cause}); "
-                             "move it away or pass --store") from None
+                             "move it away, or use another store file") from None
     return wrapper
 
 
@@ -92,20 +97,24 @@ class RunAlreadyDone(RuntimeError):
         self.run_id, self.config_hash, self.status = run_id, config_hash, status
 
 
-def open(path: str | Path) -> RunStore:
-    """Open the run store at `path`, creating the file and schema if needed."""
-    return RunStore(path)
+def open(path: str | Path, readonly: bool = False) -> RunStore:
+    """Open the run store at `path`, creating the file and schema if needed; `readonly`: for readers
+    (`status`, `report`), which write nothing, and see a missing file as an empty store."""
+    return RunStore(path, readonly)
 
 
 class RunStore:
     """Runs, step series and alignment records of a study, in one SQLite file (see the module doc)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
         if str(path) == ":memory:":
             raise ValueError("path: an in-memory database cannot be shared between connections")
         self.path = Path(path).resolve()  # the only state: a store pickles into spawned workers
+        self.readonly = readonly
         if self.path.is_dir():
             raise StoreError(f"store: {self.path} is a folder; pass a file such as {self.path / 'runs.db'}")
+        if readonly:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -236,11 +245,13 @@ class RunStore:
 
     def close(self) -> None:
         """Close this thread's connection (a later call opens a new one)."""
-        if conn := _CONNECTIONS.pop((self.path, os.getpid(), threading.get_ident()), None):
+        if conn := _CONNECTIONS.pop((self.path, os.getpid(), threading.get_ident(), self.readonly), None):
             conn.close()
 
     def _connection(self) -> sqlite3.Connection:
-        key = (self.path, os.getpid(), threading.get_ident())
+        key = (self.path, os.getpid(), threading.get_ident(), self.readonly)
+        if key not in _CONNECTIONS and self.readonly:
+            _CONNECTIONS[key] = self._reader()
         if key not in _CONNECTIONS:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             if _retry(conn.execute, "PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
@@ -249,6 +260,16 @@ class RunStore:
             conn.execute("PRAGMA foreign_keys = ON")
             _CONNECTIONS[key] = conn
         return _CONNECTIONS[key]
+
+    def _reader(self) -> sqlite3.Connection:
+        """A read-only connection; to an empty in-memory store where the file does not exist."""
+        if not self.path.exists():
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            for statement in _SCHEMA.split(";")[:-1]:
+                conn.execute(statement)
+            return conn
+        uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
+        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
 
     @contextlib.contextmanager
     def _write(self, run_id: int | None = None):
@@ -313,6 +334,16 @@ def _typed(summary: Mapping[str, Any]) -> list[int | float | None]:
     kinds = {"REAL": float, "INTEGER": int}
     return [None if (v := summary.get(k)) is None or v != v else _num(v, f"summary: {k}", kinds[t])
             for k, t in _TYPED.items()]
+
+
+def _disk_full(path: Path) -> bool:
+    """Whether the file system of `path` has no room left (SQLite reports a failed write to its
+    shared-memory file as a generic I/O error)."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
 
 
 def _retry(fn, *args):

@@ -25,6 +25,7 @@ from lrtransfer.objectives import objective_ref
 from lrtransfer.plots.study import FigureInfo, write_study_figures, write_theory_figures
 from lrtransfer.report import write_report
 from lrtransfer.store import FINISHED
+from lrtransfer.sweep.spec import SPEC_FILE, read_written_spec
 
 log = logging.getLogger("lrtransfer.study")
 
@@ -60,10 +61,11 @@ def study_spec(name: str) -> dict[str, Any]:
 
 @dataclass
 class StudyResult:
-    """A finished (or resumed) study: its report, what the sweep did, and the one analysis of its
-    results (`analysis.Analysis`), which `recommend` reads."""
+    """What `run_study` did: the report (None if it could not be written: `verdicts` says why), the
+    sweep's report, the wall time, the verdict lines and the one analysis of its results
+    (`analysis.Analysis`, None with the report), which `recommend` reads."""
 
-    report: Path
+    report: Path | None
     sweep: sweep.SweepReport
     wall_s: float
     verdicts: list[str]
@@ -93,7 +95,13 @@ def run_study(spec: str | Path | dict | sweep.SweepSpec, out: str | Path, *, wor
                                progress=progress, on_stage=lambda stage: reports.submit(_partial, out, stage),
                                placement=placement)
         reports.shutdown(cancel_futures=True)  # a partial report not begun yet is superseded by the final one
-    report, lines, analysed = write_study_report(out)  # after the partial ones have finished
+    analysed = None
+    try:  # after the partial ones have finished
+        report, lines, analysed = write_study_report(out)
+    except Exception as err:  # the training is done and in the store: hand it back, say what failed
+        log.warning("report of %s not written: %s: %s", out, type(err).__name__, err)
+        report, lines = None, [f"report not written ({type(err).__name__}: {err}); `lrtransfer report {out}` "
+                               "writes it from the store"]
     return StudyResult(report, done, time.perf_counter() - t0, lines, analysed)
 
 
@@ -139,7 +147,8 @@ def write_study_report(dir: str | Path, partial: str | None = None) -> tuple[Pat
     dir = Path(dir)
     results = sweep.results(dir)
     align = sweep.alignment(dir, results[results["status"].isin(FINISHED)])
-    spec_yaml = (dir / "sweep.yaml").read_text()
+    read_written_spec(dir)  # a damaged or missing sweep.yaml: one line naming it
+    spec_yaml = (dir / SPEC_FILE).read_text()
     return write_results_report(dir, results, align=align, spec_yaml=spec_yaml, partial=partial)
 
 
@@ -272,10 +281,10 @@ def timescale_notes(results: pd.DataFrame, analysed: analysis.Analysis | None = 
     if "config" not in results:
         return []
     runs = results[(results["phase"].astype(str) == "2") & results["config"].notna()]
-    if runs.empty:
-        return []
     best = analysis.best_lrs(results) if analysed is None else analysed.best
-    base = best[best["width_mult"] == best["width_mult"].min()].set_index("arm")["lr_grid"]
+    if runs.empty or best.empty:  # nothing finished yet
+        return []
+    base = best[best["width_mult"] == best["width_mult"].min()].set_index("arm")["lr_grid"].dropna()  # stable only
     lines = []
     for (arm, m), group in runs.groupby(["arm", "width_mult"]):
         if arm not in base.index:

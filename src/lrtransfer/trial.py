@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from torch import nn
 from lrtransfer import atomic, jsonl
 from lrtransfer.config import ObjectiveConfig, TrialConfig, dump_yaml
 from lrtransfer.monitor import AlignmentMonitor, NullMonitor
-from lrtransfer.objectives import load_objective
+from lrtransfer.objectives import ObjectiveError, load_objective
 from lrtransfer.record import ALIGNMENT, CONFIG, METRICS, RunRecords, reconcile, record_run
 from lrtransfer.scaling import param_groups
 from lrtransfer.store import DIVERGED, DONE, FAILED, RunStore
@@ -42,6 +43,9 @@ from lrtransfer.training.loop import run as train_run
 from lrtransfer.training.runlog import MetricLog
 
 STATE = "trial_state.pt"
+STUDY_KEYS = ("status", "steps", "final_train_loss", "wall_s", "folder", "diverged_at", "error",
+              "skipped")  # summary values only the study sets (width and width_mult: the study's win)
+NO_LOSS = "no loss logged: the objective ended without calling trial.log(step, loss)"
 
 
 class TrialDiverged(Exception):
@@ -114,17 +118,25 @@ class Trial:
     def log(self, step: int, loss: float, **metrics: float) -> None:
         """Record the train loss of ``step`` (0-based) and any other metrics (``val_loss=…``);
         raises `TrialDiverged` when the loss is NaN/inf or above ``run.max_loss``."""
-        loss = float(loss)
-        self._log.write({"step": int(step), "train_loss": loss, **{k: float(v) for k, v in metrics.items()}})
-        if "val_loss" in metrics:
-            self._val = float(metrics["val_loss"])
+        loss = _number(loss, "trial.log: loss")
+        values = {k: _number(v, f"trial.log: {k}") for k, v in metrics.items()}
+        self._log.write({"step": int(step), "train_loss": loss, **values})
+        if "val_loss" in values:
+            self._val = values["val_loss"]
         if not math.isfinite(loss) or loss > self.config.run.max_loss:
             raise TrialDiverged(int(step), loss)
 
     def finish(self, val_loss: float | None = None, **summary: Any) -> None:
-        """Record the final validation loss and any other values for the trial's summary."""
+        """Record the final validation loss and any other values for the trial's summary: numbers,
+        strings, booleans, None, or lists and dicts of them. The study's own values (`STUDY_KEYS`:
+        status, loss, steps, ...) cannot be set here; a bad value raises, failing the trial."""
+        if taken := [k for k in summary if k in STUDY_KEYS]:
+            raise ValueError(f"trial.finish: {taken[0]!r} is a summary value the study sets itself; name yours "
+                             f"otherwise (the study's: {', '.join(STUDY_KEYS)})")
+        for key, value in summary.items():
+            _check_data(value, f"trial.finish: {key}")
         if val_loss is not None:
-            self._val = float(val_loss)
+            self._val = _number(val_loss, "trial.finish: val_loss")
         self._extra.update(summary)
 
     def save(self, state: dict[str, Any]) -> None:
@@ -146,16 +158,20 @@ class Trial:
         return saved["state"]
 
     def records(self, status: str, wall_s: float, **extra: Any) -> RunRecords:
-        """What the study records for this trial when it ended with ``status``."""
+        """What the study records for this trial when it ended with ``status``; a trial that ended
+        without logging a loss is ``failed``."""
         rows = self._log.rows
         losses = [r["train_loss"] for r in rows if "train_loss" in r]
+        if status == DONE and not losses:
+            status, extra = FAILED, {**extra, "error": NO_LOSS}
         window = losses[-self.config.run.final_window:]
         summary = {
+            **self._extra,
             "status": status, "steps": len(losses),
             "final_train_loss": sum(window) / len(window) if window and status == DONE else math.nan,
             "val_loss": self._val if self._val is not None and status == DONE else math.nan,
             "wall_s": wall_s, "width": self.width, "width_mult": self.width_mult, "folder": str(self.folder),
-            **self._extra, **extra,
+            **extra,
         }
         return RunRecords(summary, list(rows), self._kept_alignment + [r for m in self._monitors for r in m.records])
 
@@ -169,14 +185,14 @@ class Trial:
 def run_trial(config: ObjectiveConfig, folder: str | Path, *, store: RunStore | None = None,
               sweep: str | None = None, phase: int | str | None = None, arm: str | None = None) -> RunRecords:
     """Run one trial of ``config.objective`` into ``folder`` and record it (skipped if finished)."""
-    folder = Path(folder)
+    folder = Path(folder).absolute()  # where it is now, whatever directory the objective changes to
     finished = reconcile(folder, store, config.to_dict(), sweep)
     if finished is not None:
         return RunRecords({**finished, "skipped": "already finished"})
     try:
         objective = load_objective(config.objective)
-    except ValueError as err:
-        raise ValueError(f"objective: {err}") from None
+    except ObjectiveError as err:
+        raise ObjectiveError(f"objective: {err}") from None
     folder.mkdir(parents=True, exist_ok=True)
     atomic.write_text(folder / CONFIG, dump_yaml(config))
     run_id = None if store is None else store.start_run(config.to_dict(), sweep=sweep, force=True)
@@ -190,6 +206,10 @@ def run_trial(config: ObjectiveConfig, folder: str | Path, *, store: RunStore | 
         status, extra = DIVERGED, {"diverged_at": err.step}
     except Exception as err:  # the user's code failed: record it, the sweep goes on
         status, extra = FAILED, {"error": f"{type(err).__name__}: {err}"}
+    except (SystemExit, KeyboardInterrupt) as err:
+        if not _own_exit(err):
+            raise  # Ctrl-C of this process: stop; the row stays running and the trial resumes later
+        status, extra = FAILED, {"error": f"{type(err).__name__}: {err}".rstrip(": ")}
     finally:
         trial.close()
     records = trial.records(status, time.perf_counter() - t0, **extra)
@@ -204,6 +224,28 @@ def run_planned(config: TrialConfig, folder: str | Path, *, store: RunStore | No
     if isinstance(config, ObjectiveConfig):
         return run_trial(config, folder, store=store, sweep=sweep, phase=phase, arm=arm)
     return train_run(config, folder, store=store, sweep=sweep, progress=False)
+
+
+def _check_data(value: Any, where: str) -> None:
+    """A summary value must be JSON data: a number, string, bool, None, or a list/dict of them."""
+    try:
+        jsonl.jsonable(value, where)
+    except TypeError as err:
+        raise TypeError(f"{err}: give numbers, strings, booleans, or lists and dicts of them (value.item(), "
+                        "value.tolist())") from None
+
+
+def _number(value: Any, where: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: expected a number, got {value!r}") from None
+
+
+def _own_exit(err: BaseException) -> bool:
+    """Whether the objective raised `err` itself: any `SystemExit`, and a `KeyboardInterrupt` where
+    SIGINT is ignored (a sweep worker), since there it cannot come from a Ctrl-C."""
+    return isinstance(err, SystemExit) or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 def seed_everything(seed: int) -> None:

@@ -5,6 +5,7 @@ Choosing a matplotlib backend is the caller's business (the CLI picks Agg); note
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -13,11 +14,14 @@ import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 
+from lrtransfer import atomic
+
 log = logging.getLogger("lrtransfer.plots")
 
 STYLE = {"font.size": 11, "axes.titlesize": 11, "axes.labelsize": 11, "legend.fontsize": 9,
          "xtick.labelsize": 9.5, "ytick.labelsize": 9.5, "figure.titlesize": 12.5, "axes.grid": True,
-         "grid.alpha": 0.3}
+         "grid.alpha": 0.3,
+         "text.parse_math": False}  # labels carry user strings (arm names): plain text, a "$" is a dollar
 ARM_LABELS = {"none": "μP, no weight decay", "standard": "μP + standard WD (η/m, λ)",
               "independent": "μP + independent WD (η/m, mλ)"}
 
@@ -60,9 +64,12 @@ def plain_log(ax: plt.Axes) -> None:
 
 def save(fig: plt.Figure, df: pd.DataFrame, save_to: Path, **savefig) -> Path:
     """Write ``save_to`` (PNG) and the plotted numbers as CSV beside it (same stem); close ``fig``."""
-    save_to = Path(save_to)
+    save_to, png = Path(save_to), io.BytesIO()
     save_to.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(save_to, **{"dpi": 120, **savefig})
-    plt.close(fig)
-    df.to_csv(save_to.with_suffix(".csv"), index=False, float_format="%.10g")
+    try:
+        fig.savefig(png, **{"format": "png", "dpi": 120, **savefig})
+    finally:
+        plt.close(fig)
+    atomic.write_bytes(save_to, png.getvalue())  # a full disk leaves the old figure, never a cut one
+    atomic.write_text(save_to.with_suffix(".csv"), df.to_csv(index=False, float_format="%.10g"))
     return save_to

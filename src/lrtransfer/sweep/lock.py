@@ -38,7 +38,8 @@ def folder_lock(out: str | Path) -> Iterator[None]:
                           "or choose another folder") from None
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        with contextlib.suppress(OSError):  # the note is for the message only: a full disk holds the lock all the same
+            os.pwrite(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)

@@ -5,9 +5,8 @@ executor `gpu_slots` lists the slots as pure data: one tuple of device ids (as
 ``CUDA_VISIBLE_DEVICES`` names them) per parallel run, one run per GPU by default, `runs_per_gpu`
 runs sharing a GPU to pack small proxies, or `gpus_per_run` GPUs for a run that launches several
 processes (``torchrun --nproc_per_node=2``). Slots go round-robin over the GPUs, so fewer workers
-than slots still spread out. Each worker process claims a free slot when it starts (`claim_slot`:
-an ``flock`` on one file per slot, which the kernel drops when the process ends, however it ends)
-and sets ``CUDA_VISIBLE_DEVICES`` before torch touches CUDA: every run of that worker — the built-in
+than slots still spread out. The local executor starts each worker process with a free slot's
+``CUDA_VISIBLE_DEVICES`` (`lrtransfer.sweep.local`), so every run of that worker — the built-in
 trainer, a user objective, a command it launches — sees its GPUs as ``cuda:0``, ``cuda:1``, ….
 For Ray, `ray_options` asks for ``num_gpus=gpus_per_run`` (a fraction packs runs on a GPU) and Ray
 sets ``CUDA_VISIBLE_DEVICES`` itself.
@@ -15,11 +14,8 @@ sets ``CUDA_VISIBLE_DEVICES`` itself.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -27,8 +23,6 @@ from pydantic import Field, field_validator, model_validator
 from lrtransfer.strict import ConfigError, Strict
 
 VISIBLE = "CUDA_VISIBLE_DEVICES"
-CLAIM_WAIT_S = 60.0  # how long a new worker waits for the slot of a worker that is still exiting
-_held: list[int] = []  # the claimed slot's lock, open for the life of the worker process
 
 
 class Placement(Strict):
@@ -126,30 +120,3 @@ def check_cluster(resources: Mapping[str, float], gpus_per_run: float | None) ->
     if gpus_per_run and resources.get("GPU", 0) < gpus_per_run:
         raise ConfigError(f"gpus_per_run: {gpus_per_run} GPUs per run, but the Ray cluster has "
                          f"{resources.get('GPU', 0):g} GPUs")
-
-
-def claim_slot(folder: str | Path, slots: Sequence[tuple[str, ...]], wait_s: float = CLAIM_WAIT_S) -> tuple[int, int]:
-    """Take the first free slot (an exclusive ``flock`` on ``folder/slot-<i>``); returns (index,
-    open lock fd). Waits for a slot a dying worker still holds, then raises."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        for i in range(len(slots)):
-            fd = os.open(Path(folder) / f"slot-{i}", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            return i, fd
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no free GPU slot of {len(slots)} after {wait_s:g} s")
-        time.sleep(0.1)
-
-
-def init_placed_worker(folder: str, slots: list[tuple[str, ...]], init: Callable[..., None], *args: Any) -> None:
-    """A local worker's set-up: claim a slot, show only its GPUs to this process and its children,
-    then `init(*args)` (the executor's own initializer)."""
-    index, fd = claim_slot(folder, slots)
-    _held.append(fd)
-    os.environ[VISIBLE] = ",".join(slots[index])
-    init(*args)

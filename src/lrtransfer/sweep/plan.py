@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
+from lrtransfer import atomic
 from lrtransfer.config import OptimConfig, RunConfig, ScheduleConfig, apply_overrides, validate
 from lrtransfer.scaling import expected_shift
 from lrtransfer.sweep.spec import DYNAMICS_ARM, SweepSpec, width_of
@@ -174,10 +175,7 @@ def plan_frame(runs: list[PlannedRun]) -> pd.DataFrame:
 
 def write_plan(out: Path, runs: list[PlannedRun]) -> Path:
     """Write `out/plan.csv` (atomically: a reader never sees half a plan)."""
-    path, tmp = out / PLAN_FILE, out / f"{PLAN_FILE}.tmp"
-    plan_frame(runs).to_csv(tmp, index=False)  # floats as their shortest round-trip repr
-    tmp.replace(path)
-    return path
+    return atomic.write_text(out / PLAN_FILE, plan_frame(runs).to_csv(index=False))  # floats: shortest round trip
 
 
 class PlanError(ValueError):
@@ -192,7 +190,9 @@ def read_plan(out: Path) -> pd.DataFrame:
         raise FileNotFoundError(f"dir: {out} holds no {PLAN_FILE}; is it a sweep folder (lrtransfer sweep --out)?")
     fix = "re-run `lrtransfer sweep` with its spec to rewrite it"
     try:
-        df = pd.read_csv(path, dtype={"phase": str, "arm": str, "config_hash": str, "folder": str})  # floats exact
+        # floats exact; strings as written (an arm named NA or null is not a missing value)
+        df = pd.read_csv(path, dtype={"phase": str, "arm": str, "config_hash": str, "folder": str},
+                         keep_default_na=False)
     except (ValueError, UnicodeDecodeError) as err:  # pandas' ParserError and EmptyDataError are ValueErrors
         raise PlanError(f"plan: {path} cannot be read ({str(err).strip().splitlines()[0]}); {fix}") from None
     if missing := [c for c in PLAN_COLUMNS if c not in df]:

@@ -9,6 +9,7 @@ run in flight resumes from its checkpoint.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ from lrtransfer.sweep.plan import (
     refinement,
     write_plan,
 )
-from lrtransfer.sweep.spec import SweepSpec, dump_spec, load_spec
+from lrtransfer.sweep.spec import SPEC_FILE, SweepSpec, dump_spec, load_spec
 from lrtransfer.sweep.tables import STORE_FILE, join_store
 from lrtransfer.sweep.tasks import Executor, Outcome, Task
 
@@ -92,6 +93,11 @@ def run_sweep(spec: SweepSpec | Mapping[str, Any] | str | Path, out: str | Path,
     `placement`: the GPUs of the runs (`Placement`: ``gpus``, ``runs_per_gpu``, ``gpus_per_run``;
     default: every visible GPU, one run each, on the local executor).
     """
+    from lrtransfer.sweep.worker import serving
+
+    if serving():
+        raise RuntimeError("a sweep was started in a sweep worker, by the module that defines the objective: a script "
+                           "that starts its study must do so under `if __name__ == \"__main__\":`")
     spec, out = load_spec(spec), Path(out)
     runner = _executor(executor, workers, threads, ray_address, progress, load_placement(placement))
     out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +106,7 @@ def run_sweep(spec: SweepSpec | Mapping[str, Any] | str | Path, out: str | Path,
 
 
 def _run(spec: SweepSpec, out: Path, executor: Executor, on_stage: Callable[[str], None] | None) -> SweepReport:
-    atomic.write_text(out / "sweep.yaml", dump_spec(spec))
+    atomic.write_text(out / SPEC_FILE, dump_spec(spec))
     report = SweepReport(out)
     with executor as ex:
         stage = _Stage(spec, out, store.open(out / STORE_FILE), ex, report, on_stage)
@@ -205,8 +211,9 @@ class _Stage:
 
     def _task(self, run: PlannedRun) -> Task:
         label = f"phase {run.phase} {run.arm} {run.width_mult:g}x lr={run.lr:g} seed {run.seed}"
-        return Task(config=run.config.to_dict(), config_hash=run.config_hash, folder=str(self.out / run.folder),
-                    store=str(self.db.path), sweep=self.spec.name, label=label, phase=run.phase, arm=run.arm)
+        folder = os.path.abspath(self.out / run.folder)  # an objective that changes directory writes here all the same
+        return Task(config=run.config.to_dict(), config_hash=run.config_hash, folder=folder, store=str(self.db.path),
+                    sweep=self.spec.name, label=label, phase=run.phase, arm=run.arm, timeout_s=self.spec.timeout)
 
 
 def load_placement(placement: Placement | Mapping[str, Any] | None) -> Placement:

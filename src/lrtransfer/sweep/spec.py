@@ -29,13 +29,15 @@ from lrtransfer.config import (
     preset_dict,
     validate,
 )
-from lrtransfer.objectives import importable, load_objective
+from lrtransfer.jsonl import jsonable
+from lrtransfer.objectives import ObjectiveError, importable, load_objective
 from lrtransfer.scaling import WD_RULES
 
 RULES = WD_RULES  # each weight-decay rule is an arm of the same name
 PROTOCOLS = ("two_phase", "one_phase")
 DYNAMICS_ARM = "no_mup"  # the `dynamics: true` runs: same (η, λ) at every width (paper Fig 4)
 PLANNED_KEYS = ("model.width", "optim.lr", "optim.fixed_lr", "run.seed")  # set by the plan, not by arms
+SPEC_FILE = "sweep.yaml"  # the resolved spec, in the sweep folder
 
 
 class SpecError(ConfigError):
@@ -97,6 +99,16 @@ class BaseSpec(Strict):
             load_objective(v)  # "cannot import ..." / "not a callable of one argument", at base.objective
         return v
 
+    @field_validator("params")
+    @classmethod
+    def _json_data(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key, value in v.items():  # they are hashed and written into every trial's config
+            try:
+                jsonable(value, key)
+            except TypeError as err:
+                raise ValueError(f"{err}: give numbers, strings, booleans, or lists and dicts of them") from None
+        return v
+
     @field_validator("overrides", mode="before")
     @classmethod
     def _dotted(cls, v: Any) -> Any:
@@ -125,6 +137,11 @@ class BaseSpec(Strict):
                 check_command(self.command, self.params)
             except ValueError as err:
                 raise ValueError(f"command: {err}") from None
+        if isinstance(ref := (self.inline or {}).get("objective"), str):
+            try:  # an objective written out in an inline config (a sweep's own sweep.yaml) is checked as well
+                load_objective(ref)
+            except ObjectiveError as err:
+                raise ValueError(f"objective: {err}") from None
         return self
 
     def raw(self) -> dict[str, Any]:
@@ -163,6 +180,8 @@ class SweepSpec(Strict):
     refine: int = Field(0, ge=0, description="Refine stage: up to this many rounds, each adding one seed at the "
                         "3 LRs around the optimum of every inconclusive arm at the base and widest widths.")
     refine_budget: int = Field(24, ge=0, description="Most runs the refine stage may add in all.")
+    timeout: float | None = Field(None, gt=0, description="Seconds a run may train before the local executor "
+                                  "stops it and records it failed (a hung objective); None: no limit.")
 
     @field_validator("lrs", "phase1_lrs", mode="before")
     @classmethod
@@ -181,6 +200,8 @@ class SweepSpec(Strict):
     def _arm_names(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         v = {name: parse_overrides(overrides) for name, overrides in v.items()}
         for name, overrides in v.items():
+            if not name.strip():
+                raise ValueError(f"{name!r}: an arm needs a name that is not blank")
             if name in (*RULES, DYNAMICS_ARM):
                 raise ValueError(f"{name!r} is a reserved arm name ({'|'.join((*RULES, DYNAMICS_ARM))})")
             if fixed := [k for k in overrides if k in PLANNED_KEYS]:
@@ -242,6 +263,16 @@ def load_spec(source: str | Path | Mapping[str, Any] | SweepSpec) -> SweepSpec:
         return SweepSpec.model_validate(raw)
     except ValidationError as err:
         raise SpecError(format_errors(err, "invalid sweep spec")) from None
+
+
+def read_written_spec(dir: str | Path) -> dict[str, Any]:
+    """The resolved spec a sweep wrote into its folder (`SPEC_FILE`), as a dict for readers: not
+    validated, so reading a sweep never imports its objective. A missing or damaged file raises
+    `SpecError` naming it."""
+    try:
+        return load_yaml(Path(dir) / SPEC_FILE, what="spec")
+    except ConfigError as err:
+        raise SpecError(f"{err}; re-run `lrtransfer sweep` with its spec to rewrite it") from None
 
 
 def dump_spec(spec: SweepSpec) -> str:

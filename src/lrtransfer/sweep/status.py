@@ -7,7 +7,7 @@ of phase 1 and 2) counts in both, and its time in the first. Then the best phase
 (once phase 1 has finished: what phase 2 freezes), and each run in flight with its last logged step.
 
 Only reads: ``plan.csv`` (written atomically), the run store (SQLite in WAL mode, so a reader
-never blocks the sweep's writers; opening it runs an idempotent ``CREATE TABLE IF NOT EXISTS``)
+never blocks the sweep's writers; opened read-only, a missing one reads as empty)
 and the run folders' ``metrics.jsonl``.
 """
 
@@ -25,7 +25,7 @@ from lrtransfer import store
 from lrtransfer.analysis.picks import phase1_picks
 from lrtransfer.store import DIVERGED, DONE, FAILED, PENDING, RUNNING
 from lrtransfer.sweep.plan import PLAN_FILE
-from lrtransfer.sweep.spec import load_spec
+from lrtransfer.sweep.spec import SPEC_FILE, read_written_spec
 from lrtransfer.sweep.tables import STORE_FILE, results
 from lrtransfer.training.progress import duration
 
@@ -63,8 +63,8 @@ def sweep_status(dir: str | Path, now: float | None = None) -> SweepStatus:
     dir, now = Path(dir), time.time() if now is None else now
     if not (dir / PLAN_FILE).is_file():
         raise FileNotFoundError(f"dir: {dir} holds no sweep (no {PLAN_FILE}); is it a `lrtransfer sweep --out` folder?")
-    df = results(dir)
-    timings = store.open(dir / STORE_FILE).runs()[["config_hash", "started_at", "finished_at"]]
+    df, spec = results(dir), _spec(dir)
+    timings = store.open(dir / STORE_FILE, readonly=True).runs()[["config_hash", "started_at", "finished_at"]]
     df = df.merge(timings, on="config_hash", how="left")
     first = df.drop_duplicates("config_hash")  # the stage that planned a run first trained it
     stages = [_stage_row(phase, rows, first[first["phase"] == phase], now) for phase, rows
@@ -72,8 +72,8 @@ def sweep_status(dir: str | Path, now: float | None = None) -> SweepStatus:
     planned = {str(p) for p in df["phase"]}
     phase1 = df[df["phase"] == 1]
     finished = len(phase1) and not phase1["status"].isin([RUNNING, PENDING]).any()
-    return SweepStatus(dir=dir, name=_name(dir), stages=pd.DataFrame(stages),
-                       unplanned=[STAGE_NAMES[s] for s in _spec_stages(dir) if str(s) not in planned],
+    return SweepStatus(dir=dir, name=str(spec.get("name", dir.name)), stages=pd.DataFrame(stages),
+                       unplanned=[STAGE_NAMES[s] for s in _spec_stages(spec) if str(s) not in planned],
                        best=phase1_picks(phase1) if finished else {}, distinct=df["config_hash"].nunique(),
                        running=[_in_flight(row, now) for row in first[first["status"] == "running"].itertuples()])
 
@@ -120,15 +120,13 @@ def _last_step(path: Path) -> int | str:
     return "?"
 
 
-def _spec_stages(dir: Path) -> list:
+def _spec(dir: Path) -> dict:
+    """The sweep's written spec ({} before the sweep wrote one)."""
+    return read_written_spec(dir) if (dir / SPEC_FILE).exists() else {}
+
+
+def _spec_stages(spec: dict) -> list:
     """The stages the sweep's spec will plan (phase 1 only for the two-phase protocol)."""
-    path = dir / "sweep.yaml"
-    if not path.is_file():
+    if not spec:
         return []
-    spec = load_spec(path)
-    return [1] * (spec.protocol == "two_phase") + [2] + ["dynamics"] * spec.dynamics
-
-
-def _name(dir: Path) -> str:
-    path = dir / "sweep.yaml"
-    return str((yaml.safe_load(path.read_text()) or {}).get("name", dir.name)) if path.is_file() else dir.name
+    return [1] * (spec.get("protocol", "two_phase") == "two_phase") + [2] + ["dynamics"] * bool(spec.get("dynamics"))

@@ -25,7 +25,7 @@ LABEL_COLUMNS = ("config_hash", "arm", "phase", "width_mult", "width", "lr", "se
 def results(dir: str | Path) -> pd.DataFrame:
     """One row per planned run of the sweep in `dir`: `RESULT_COLUMNS` (docs/study.md)."""
     dir = Path(dir)
-    return join_store(read_plan(dir), store.open(dir / STORE_FILE), dir)
+    return join_store(read_plan(dir), store.open(dir / STORE_FILE, readonly=True), dir)
 
 
 def join_store(plan: pd.DataFrame, db: store.RunStore, dir: Path) -> pd.DataFrame:
@@ -43,7 +43,7 @@ def alignment(dir: str | Path, rows: pd.DataFrame | None = None) -> pd.DataFrame
     every planned run), with `LABEL_COLUMNS` in front. Rows whose run has not started are left out."""
     dir = Path(dir)
     rows = read_plan(dir) if rows is None else rows
-    db = store.open(dir / STORE_FILE)
+    db = store.open(dir / STORE_FILE, readonly=True)
     frames, cache = [], {}
     for label in rows[list(LABEL_COLUMNS)].to_dict("records"):
         h = label["config_hash"]

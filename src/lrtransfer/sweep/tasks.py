@@ -21,6 +21,7 @@ class Task:
     label: str  # where it was planned, for messages: "phase 2 independent 4× lr=0.004 seed 0"
     phase: int | str | None = None  # where the plan first put the run (a user objective sees it as trial.phase)
     arm: str | None = None
+    timeout_s: float | None = None  # seconds the run may take before the local executor stops it (spec `timeout`)
 
     @property
     def steps(self) -> int:
