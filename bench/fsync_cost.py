@@ -27,7 +27,7 @@ import torch
 
 from lrtransfer.config import resolve
 from lrtransfer.models import build_base_model, build_model, width_mult
-from lrtransfer.training import checkpoint
+from lrtransfer.records import checkpoint
 from lrtransfer.training.setup import build_optimizer, build_scheduler
 
 MODELS = {  # name → dotted overrides of the lm-shakespeare preset

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from lrtransfer import atomic, jsonl
+from lrtransfer.records import atomic, jsonl
 
 
 def _strict_loads(text: str):

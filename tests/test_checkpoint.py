@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from lrtransfer.training import checkpoint
+from lrtransfer.records import checkpoint
 
 
 def _parts(seed: int = 0):

@@ -21,12 +21,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lrtransfer import jsonl, store
 from lrtransfer import study as study_mod
 from lrtransfer.cli import app
 from lrtransfer.config import resolve
 from lrtransfer.data.fingerprint import CorpusWarning
-from lrtransfer.record import METRICS
+from lrtransfer.records import jsonl, store
+from lrtransfer.records.record import METRICS
 from lrtransfer.sweep import load_spec
 from lrtransfer.sweep.lock import folder_lock
 from lrtransfer.sweep.plan import phase1, write_plan

@@ -15,10 +15,10 @@ import pytest
 from torch import nn
 
 import lrtransfer
-from lrtransfer import jsonl, store
 from lrtransfer.command import argv, reported
 from lrtransfer.command_env import LOSSES, trial_env
 from lrtransfer.config import validate
+from lrtransfer.records import jsonl, store
 from lrtransfer.sweep import SpecError, load_spec
 from lrtransfer.trial import run_trial
 

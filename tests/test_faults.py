@@ -15,10 +15,10 @@ import time
 import pytest
 import torch
 
-from lrtransfer import atomic
 from lrtransfer.config import resolve
-from lrtransfer.jsonl import read
-from lrtransfer.training import checkpoint, train
+from lrtransfer.records import atomic, checkpoint
+from lrtransfer.records.jsonl import read
+from lrtransfer.training import train
 
 OVERRIDES = ["run.threads=1", "run.steps=40", "run.checkpoint_every=10", "model.width=32"]
 

@@ -17,7 +17,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from transformers.pytorch_utils import Conv1D
 
 import lrtransfer
-from lrtransfer import jsonl, store, sweep
+from lrtransfer import sweep
 from lrtransfer.config import validate
 from lrtransfer.data import TextDataConfig
 from lrtransfer.integrations import hf_objective as hfo
@@ -25,6 +25,7 @@ from lrtransfer.integrations import transformers as hf
 from lrtransfer.models.llama import Llama
 from lrtransfer.models.llama import LlamaConfig as OurLlamaConfig
 from lrtransfer.monitor import AlignmentMonitor, read_records
+from lrtransfer.records import jsonl, store
 from lrtransfer.trial import Trial, run_trial, seed_everything
 
 VOCAB, SEQ, LR, WD, FIXED_LR = 64, 8, 1e-2, 0.1, 2e-2

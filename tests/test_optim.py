@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lrtransfer import jsonl
 from lrtransfer.config import ConfigError, preset_dict, validate
+from lrtransfer.records import jsonl
 from lrtransfer.training import train
 
 

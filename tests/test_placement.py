@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from lrtransfer.config import ConfigError
-from lrtransfer.record import read_summary
+from lrtransfer.records.record import read_summary
 from lrtransfer.sweep import results, run_sweep
 from lrtransfer.sweep.local import LocalExecutor
 from lrtransfer.sweep.placement import (

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from lrtransfer import store
 from lrtransfer.config import resolve
+from lrtransfer.records import store
 from lrtransfer.sweep import run_sweep
 from lrtransfer.sweep.progress import Dispatch, RunTimes, SweepProgress, plan_line, run_line
 from lrtransfer.sweep.tasks import Outcome, Task, outcome_of

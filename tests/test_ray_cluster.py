@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from lrtransfer import store
+from lrtransfer.records import store
 from lrtransfer.sweep import run_sweep
 
 ray = pytest.importorskip("ray")

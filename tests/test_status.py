@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lrtransfer import store
 from lrtransfer.analysis import phase1_picks
+from lrtransfer.records import store
 from lrtransfer.sweep import load_spec, results
 from lrtransfer.sweep.plan import phase1, phase2, write_plan
 from lrtransfer.sweep.spec import dump_spec

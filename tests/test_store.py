@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrtransfer import store
+from lrtransfer.records import store
 
 CONFIG = {"model": {"name": "mlp", "width": 64, "depth": 3}, "optim": {"lr": 0.008, "betas": [0.9, 0.95]}}
 

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from lrtransfer import store
 from lrtransfer.analysis import phase1_edges, phase1_picks
 from lrtransfer.cli import app
 from lrtransfer.config import preset_dict
+from lrtransfer.records import store
 from lrtransfer.sweep import SpecError, alignment, load_spec, results, run_sweep
 from lrtransfer.sweep.plan import dynamics, figure5_partner, frozen_lrs, phase1, phase2
 from lrtransfer.sweep.spec import dump_spec

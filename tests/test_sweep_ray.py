@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from lrtransfer import store
+from lrtransfer.records import store
 from lrtransfer.sweep import results, run_sweep
 
 ray = pytest.importorskip("ray")

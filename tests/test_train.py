@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lrtransfer import store
 from lrtransfer.config import ConfigError, presets, resolve
+from lrtransfer.records import store
+from lrtransfer.records.runlog import read_jsonl
 from lrtransfer.training import train
-from lrtransfer.training.runlog import read_jsonl
 
 TINY = ["run.threads=1", "run.steps=12", "run.checkpoint_every=4", "run.eval_every=6"]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import lrtransfer
-from lrtransfer import jsonl, store
 from lrtransfer.config import validate
+from lrtransfer.records import jsonl, store
 from lrtransfer.sweep import SpecError, load_spec, results
 from lrtransfer.trial import run_trial
 

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from lrtransfer import store
 from lrtransfer import study as study_mod
 from lrtransfer.cli import app
+from lrtransfer.records import store
 
 HERE = Path(__file__).parent
 TIMEOUT_S = 4

@@ -14,12 +14,13 @@ The public API in one place:
 * `command_trial`, `report_loss` — the same study of a script under any launcher (``base.command``).
 """
 
-from lrtransfer import schedules, store, theory
+from lrtransfer import schedules, theory
 from lrtransfer.analysis import best_lrs, verdicts
 from lrtransfer.command_env import CommandTrial, command_trial, report_loss
 from lrtransfer.config import RunConfig, resolve
 from lrtransfer.coord import coord_check
 from lrtransfer.monitor import AlignmentMonitor
+from lrtransfer.records import store
 from lrtransfer.scaling import (
     ParamInfo,
     describe_groups,

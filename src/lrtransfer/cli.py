@@ -43,8 +43,8 @@ def train(
 ) -> None:
     """Train one model; YAML config or --preset, then dotted overrides (optim.lr=3e-3). Prints the
     run's summary as strict JSON (NaN as "nan")."""
-    from lrtransfer import jsonl
     from lrtransfer.config import dump_yaml, resolve
+    from lrtransfer.records import jsonl
 
     path, overrides = _split_args(args or [])
     config = resolve(path, preset=preset, overrides=overrides)
@@ -53,7 +53,7 @@ def train(
         return
     if out is None:
         raise click.exceptions.UsageError("Missing option '--out' (the run folder).")
-    from lrtransfer import store as store_mod
+    from lrtransfer.records import store as store_mod
     from lrtransfer.training import train as run_training
     from lrtransfer.training.loop import preflight
 
@@ -80,7 +80,7 @@ def sweep(
     and write its report; exit 1 if a run failed or an arm could not be planned."""
     import importlib.util
 
-    from lrtransfer import store
+    from lrtransfer.records import store
     from lrtransfer.sweep import load_spec
     from lrtransfer.sweep.runner import EXECUTORS
     from lrtransfer.sweep.tables import STORE_FILE

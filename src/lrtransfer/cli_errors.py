@@ -31,7 +31,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     """The exception types that mean bad input (see the module doc); imported when one is raised."""
     from lrtransfer.config import ConfigError
     from lrtransfer.data import CorpusFetchError, CorpusNotFoundError
-    from lrtransfer.store import RunAlreadyDone, StoreError
+    from lrtransfer.records.store import RunAlreadyDone, StoreError
     from lrtransfer.sweep.lock import SweepLocked
     from lrtransfer.sweep.plan import PlanError
 

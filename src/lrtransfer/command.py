@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrtransfer import jsonl
 from lrtransfer.command_env import VALUES, as_text, trial_env
+from lrtransfer.records import jsonl
 
 if TYPE_CHECKING:
     from lrtransfer.trial import Trial

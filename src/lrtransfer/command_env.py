@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lrtransfer import jsonl
+from lrtransfer.records import jsonl
 
 PREFIX = "LRTRANSFER_"
 # The trial's values, as template fields and environment variables: one list for both.

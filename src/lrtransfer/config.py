@@ -20,12 +20,12 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from lrtransfer import jsonl
 from lrtransfer.data import DATA_SOURCES, DataConfig
 from lrtransfer.data.text import anchor_paths
 from lrtransfer.models import FAMILIES, ModelConfig
 from lrtransfer.monitor import MonitorConfig
 from lrtransfer.optim import OptimConfig
+from lrtransfer.records import jsonl
 from lrtransfer.schedules import ScheduleConfig
 from lrtransfer.strict import ConfigError, Strict
 

@@ -44,9 +44,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from lrtransfer import jsonl, sharded
+from lrtransfer import sharded
 from lrtransfer.layer_types import LayerType, layer_type
 from lrtransfer.layer_types import register_layer_type as register_layer_type  # public here too
+from lrtransfer.records import jsonl
 from lrtransfer.strict import Strict
 
 NORMS = ("weight_norm", "update_norm", "input_norm", "output_norm", "output_change_norm")

@@ -19,9 +19,9 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from lrtransfer import atomic
-from lrtransfer.record import CONFIG
-from lrtransfer.store import DIVERGED, FAILED
+from lrtransfer.records import atomic
+from lrtransfer.records.record import CONFIG
+from lrtransfer.records.store import DIVERGED, FAILED
 
 PAPER = ("Kosson, Welborn, Liu, Jaggi and Chen (2025), <em>Weight decay may matter more than μP "
          "for learning rate transfer in practice</em>, "

@@ -31,16 +31,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrtransfer import atomic, jsonl
 from lrtransfer.config import ObjectiveConfig, TrialConfig, dump_yaml
 from lrtransfer.monitor import AlignmentMonitor, NullMonitor
 from lrtransfer.objectives import ObjectiveError, load_objective
-from lrtransfer.record import ALIGNMENT, CONFIG, METRICS, RunRecords, reconcile, record_run
+from lrtransfer.records import atomic, checkpoint, jsonl
+from lrtransfer.records.record import ALIGNMENT, CONFIG, METRICS, RunRecords, reconcile, record_run
+from lrtransfer.records.runlog import MetricLog
+from lrtransfer.records.store import DIVERGED, DONE, FAILED, RunStore
 from lrtransfer.scaling import param_groups
-from lrtransfer.store import DIVERGED, DONE, FAILED, RunStore
-from lrtransfer.training import checkpoint
 from lrtransfer.training.loop import run as train_run
-from lrtransfer.training.runlog import MetricLog
 
 STATE = "trial_state.pt"
 STUDY_KEYS = ("status", "steps", "final_train_loss", "wall_s", "folder", "diverged_at", "error",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lrtransfer.store import STATUSES
+from lrtransfer.records.store import STATUSES
 
 FIELDS = ("width", "width_mult", "lr", "loss", "arm", "seed", "status")
 DEFAULT_ARM = "sweep"

@@ -17,7 +17,7 @@ import pandas as pd
 from lrtransfer.analysis.blowups import blowups
 from lrtransfer.analysis.fit import DRAWS, MIN_POINTS, Curve, ShiftLine, fit_arm, shift_line
 from lrtransfer.analysis.frames import in_phase
-from lrtransfer.store import DIVERGED, FAILED, PENDING, RUNNING
+from lrtransfer.records.store import DIVERGED, FAILED, PENDING, RUNNING
 
 UNSTABLE = (DIVERGED, FAILED)
 UNKNOWN = (PENDING, RUNNING)  # not run yet, or in flight / killed: no result to count

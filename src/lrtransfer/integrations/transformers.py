@@ -45,7 +45,7 @@ except ImportError as error:  # one clear line instead of a traceback deep insid
 
 from lrtransfer import scaling
 from lrtransfer.monitor import METRICS, AlignmentMonitor, check_arguments
-from lrtransfer.training.runlog import truncate_from
+from lrtransfer.records.runlog import truncate_from
 
 ALIGNMENT_FILE = "alignment.jsonl"
 # Config fields that grow in proportion to hidden_size (others, e.g. vocab and context, stay fixed).

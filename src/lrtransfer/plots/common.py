@@ -14,7 +14,7 @@ import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 
-from lrtransfer import atomic
+from lrtransfer.records import atomic
 
 log = logging.getLogger("lrtransfer.plots")
 

@@ -25,10 +25,10 @@ from collections import deque
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from lrtransfer import store
 from lrtransfer.config import ConfigError
 from lrtransfer.objectives import ObjectiveError
-from lrtransfer.record import RunRecords, record_run
+from lrtransfer.records import store
+from lrtransfer.records.record import RunRecords, record_run
 from lrtransfer.sweep import worker
 from lrtransfer.sweep.placement import VISIBLE, Placement
 from lrtransfer.sweep.progress import SweepProgress

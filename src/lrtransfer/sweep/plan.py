@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from lrtransfer import atomic
 from lrtransfer.config import OptimConfig, RunConfig, ScheduleConfig, apply_overrides, validate
+from lrtransfer.records import atomic
 from lrtransfer.scaling import expected_shift
 from lrtransfer.sweep.spec import DYNAMICS_ARM, SweepSpec, width_of
 

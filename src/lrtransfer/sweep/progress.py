@@ -28,8 +28,8 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from lrtransfer import store
-from lrtransfer.store import DONE, FAILED
+from lrtransfer.records import store
+from lrtransfer.records.store import DONE, FAILED
 from lrtransfer.sweep.tasks import Outcome, Task, by_cost
 from lrtransfer.training.progress import duration
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lrtransfer import store
 from lrtransfer.config import dump_yaml, validate
-from lrtransfer.record import CONFIG, RunRecords, reconcile, record_run, write_streams
+from lrtransfer.records import store
+from lrtransfer.records.record import CONFIG, RunRecords, reconcile, record_run, write_streams
 from lrtransfer.sweep import worker
 from lrtransfer.sweep.placement import Placement, check_cluster, ray_options
 from lrtransfer.sweep.progress import SweepProgress

@@ -17,7 +17,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lrtransfer import atomic, store
 from lrtransfer.analysis.picks import (
     bracket_extensions,
     dynamics_lr,
@@ -28,6 +27,7 @@ from lrtransfer.analysis.picks import (
 )
 from lrtransfer.config import ConfigError, RunConfig, format_errors
 from lrtransfer.data import ensure_corpora
+from lrtransfer.records import atomic, store
 from lrtransfer.sweep.lock import folder_lock
 from lrtransfer.sweep.placement import Placement
 from lrtransfer.sweep.plan import (

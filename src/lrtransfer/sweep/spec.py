@@ -29,8 +29,8 @@ from lrtransfer.config import (
     preset_dict,
     validate,
 )
-from lrtransfer.jsonl import jsonable
 from lrtransfer.objectives import ObjectiveError, importable, load_objective
+from lrtransfer.records.jsonl import jsonable
 from lrtransfer.scaling import WD_RULES
 
 RULES = WD_RULES  # each weight-decay rule is an arm of the same name

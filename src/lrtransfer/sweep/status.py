@@ -21,9 +21,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from lrtransfer import store
 from lrtransfer.analysis.picks import phase1_picks
-from lrtransfer.store import DIVERGED, DONE, FAILED, PENDING, RUNNING
+from lrtransfer.records import store
+from lrtransfer.records.store import DIVERGED, DONE, FAILED, PENDING, RUNNING
 from lrtransfer.sweep.plan import PLAN_FILE
 from lrtransfer.sweep.spec import SPEC_FILE, read_written_spec
 from lrtransfer.sweep.tables import STORE_FILE, results

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lrtransfer import jsonl, store
+from lrtransfer.records import jsonl, store
 from lrtransfer.sweep.plan import read_plan
 
 STORE_FILE = "runs.db"

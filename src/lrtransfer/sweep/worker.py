@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
-from lrtransfer import store
 from lrtransfer.config import validate
 from lrtransfer.objectives import ObjectiveError
-from lrtransfer.record import RunRecords
+from lrtransfer.records import store
+from lrtransfer.records.record import RunRecords
 from lrtransfer.sweep.tasks import Task
 from lrtransfer.trial import run_planned
 

@@ -2,7 +2,7 @@
 
 Instrumentation (alignment monitor, metric streams, checkpoints) plugs in around the loop; the loop
 itself reads like nanoGPT's. Everything that varies between runs comes from the `RunConfig`; what
-the run reports is recorded by `lrtransfer.record` from the records held in memory.
+the run reports is recorded by `lrtransfer.records.record` from the records held in memory.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ from typing import Any
 import torch
 import yaml
 
-from lrtransfer import atomic
 from lrtransfer.config import ConfigError, RunConfig, dump_yaml
 from lrtransfer.data import TextDataConfig
-from lrtransfer.record import ALIGNMENT, CONFIG, METRICS, SUMMARY, RunRecords, reconcile, record_run
-from lrtransfer.store import DIVERGED, DONE, FAILED
-from lrtransfer.training import checkpoint
+from lrtransfer.records import atomic, checkpoint
+from lrtransfer.records.record import ALIGNMENT, CONFIG, METRICS, SUMMARY, RunRecords, reconcile, record_run
+from lrtransfer.records.runlog import MetricLog, truncate_from
+from lrtransfer.records.store import DIVERGED, DONE, FAILED
 from lrtransfer.training.distributed import Dist, init_distributed, resolve_device, shutdown
 from lrtransfer.training.progress import progress_bar
-from lrtransfer.training.runlog import MetricLog, truncate_from
 from lrtransfer.training.setup import Parts, build_parts
 
 

@@ -31,9 +31,9 @@ from typing import Any, Literal, get_args
 import pandas as pd
 
 from lrtransfer.config import config_hash
-from lrtransfer.jsonl import dumps, loads
 from lrtransfer.monitor import COLUMNS as _ALIGN_COLUMNS
 from lrtransfer.monitor import METRICS, NORMS
+from lrtransfer.records.jsonl import dumps, loads
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 60.0

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lrtransfer import atomic
-from lrtransfer.jsonl import encode
-from lrtransfer.jsonl import read as read_jsonl
+from lrtransfer.records import atomic
+from lrtransfer.records.jsonl import encode
+from lrtransfer.records.jsonl import read as read_jsonl
 
 
 def truncate_from(path: Path, step: int) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ included — the temporary file is removed and the error re-raised: the old file
 A process killed mid-write leaves its temporary file behind; `remove_stale` clears those.
 
 JSON is strict (RFC 8259 has no NaN or Infinity): non-finite floats are written as the strings
-"nan"/"inf"/"-inf", as in the run folders' JSON-lines streams and the run store (`lrtransfer.jsonl`).
+"nan"/"inf"/"-inf", as in the run folders' JSON-lines streams and the run store (`lrtransfer.records.jsonl`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lrtransfer import jsonl
+from lrtransfer.records import jsonl
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

@@ -3,7 +3,7 @@
 A run folder keeps two checkpoints, each with its sha256 beside it (``NAME.sha256``, the hex digest
 of the file's bytes): ``checkpoint.pt`` (the latest) and ``checkpoint.prev.pt`` (the one before).
 `save` makes the latest the previous one (a hard link: no copy), then writes the new one and its
-checksum atomically (`lrtransfer.atomic`: temp file, fsync, rename). A kill at any moment leaves
+checksum atomically (`lrtransfer.records.atomic`: temp file, fsync, rename). A kill at any moment leaves
 at least one of the two whole and matching its checksum.
 
 `load` verifies before it trusts: a latest checkpoint that is empty, truncated, has flipped bytes,
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from lrtransfer import atomic
+from lrtransfer.records import atomic
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"

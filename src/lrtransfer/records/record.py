@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lrtransfer import atomic, jsonl
 from lrtransfer.config import config_hash
-from lrtransfer.store import FAILED, FINISHED, RunStore
+from lrtransfer.records import atomic, jsonl
+from lrtransfer.records.store import FAILED, FINISHED, RunStore
 
 CONFIG = "config.yaml"
 SUMMARY = "summary.json"
