@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from lrtransfer.report import _cell, write_report
+from lrtransfer.study.html import _cell, write_report
 
 EVIL = "<script>window.__pwned = 1</script>"
 

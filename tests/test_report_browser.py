@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lrtransfer.report import write_report
+from lrtransfer.study.html import write_report
 from test_report import make_study  # tests/ is on sys.path (no package __init__)
 
 INSTALL = ("the report browser test needs Chromium and its driver: "

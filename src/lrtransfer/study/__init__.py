@@ -24,7 +24,7 @@ from lrtransfer.config import TrialConfig, validate
 from lrtransfer.objectives import objective_ref
 from lrtransfer.plots.study import FigureInfo, write_study_figures, write_theory_figures
 from lrtransfer.records.store import FINISHED
-from lrtransfer.report import write_report
+from lrtransfer.study.html import write_report
 from lrtransfer.sweep.spec import SPEC_FILE, read_written_spec
 
 log = logging.getLogger("lrtransfer.study")
