@@ -21,12 +21,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lrtransfer import study as study_mod
 from lrtransfer.cli import app
 from lrtransfer.config import resolve
 from lrtransfer.data.fingerprint import CorpusWarning
 from lrtransfer.records import jsonl, store
 from lrtransfer.records.record import METRICS
+from lrtransfer.study import report as study_report
 from lrtransfer.sweep import load_spec
 from lrtransfer.sweep.lock import folder_lock
 from lrtransfer.sweep.plan import phase1, write_plan
@@ -396,7 +396,7 @@ def test_report_of_a_sweep_whose_runs_failed_says_what_is_missing(tmp_path, monk
     write_plan(out, planned)
     run_planned(planned[0].config, out / planned[0].folder, store=store.open(out / "runs.db"), sweep="broken",
                 phase=1, arm="standard")  # the other phase-1 run was never started (killed sweep)
-    monkeypatch.setattr(study_mod, "theory_figures", lambda out: [])  # the same for every sweep; seconds to draw
+    monkeypatch.setattr(study_report, "theory_figures", lambda out: [])  # the same for every sweep; seconds to draw
     result = invoke(["report", "{d}/sweep"], tmp_path)
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -422,10 +422,10 @@ def test_report_of_one_lr_draws_without_warnings(tmp_path, monkeypatch):
     planned = phase2(spec, {"standard": None})
     write_plan(out, planned)
     train(planned[0].config, out / planned[0].folder, store=store.open(out / "runs.db"), sweep="one")
-    monkeypatch.setattr(study_mod, "theory_figures", lambda out: [])
+    monkeypatch.setattr(study_report, "theory_figures", lambda out: [])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        path, lines, _ = study_mod.write_study_report(out)
+        path, lines, _ = study_report.write_study_report(out)
     assert lines == ["standard: only width 1× was run — one width"]
     assert (out / "figures" / "figure1_transfer.png").is_file()
 
@@ -433,7 +433,7 @@ def test_report_of_one_lr_draws_without_warnings(tmp_path, monkeypatch):
 def test_status_and_report_only_read(tmp_path, monkeypatch):
     """A sweep folder whose store does not exist yet: status and report create no runs.db."""
     sweep_folder(tmp_path)
-    monkeypatch.setattr(study_mod, "theory_figures", lambda out: [])
+    monkeypatch.setattr(study_report, "theory_figures", lambda out: [])
     status = invoke(["status", "{d}/sweep"], tmp_path)
     assert status.exit_code == 0 and "pending" in status.stdout, status.output
     report = invoke(["report", "{d}/sweep"], tmp_path)
@@ -468,7 +468,7 @@ def test_report_of_an_arm_with_no_stable_run_at_the_base_width(tmp_path, monkeyp
     'Encountered all NA values' before; now the arm's verdict says it has no stable run."""
     objective_sweep(tmp_path / "sweep", "test_cli_errors:diverges_without_weight_decay", widths=[1, 2],
                     rules=["none", "standard"])
-    monkeypatch.setattr(study_mod, "theory_figures", lambda out: [])
+    monkeypatch.setattr(study_report, "theory_figures", lambda out: [])
     result = invoke(["report", "{d}/sweep"], tmp_path)
     assert result.exit_code == 0, result.output
     assert "none: no stable LR at 1×, 2× — no stable run" in result.stdout.splitlines()
@@ -486,7 +486,7 @@ def test_arm_names_read_back_as_written(tmp_path, monkeypatch, name):
     objective_sweep(tmp_path / "sweep", "test_cli_errors:steady", rules=[],
                     arms={name: {"optim.weight_decay": 0.2}, "other": {}})
     assert set(results(tmp_path / "sweep")["arm"]) == {name, "other"}
-    monkeypatch.setattr(study_mod, "theory_figures", lambda out: [])
+    monkeypatch.setattr(study_report, "theory_figures", lambda out: [])
     result = invoke(["report", "{d}/sweep"], tmp_path)
     assert result.exit_code == 0, result.output
     assert any(line.startswith(f"{name}: ") for line in result.stdout.splitlines()), result.stdout
@@ -530,7 +530,7 @@ def test_a_full_disk_is_one_line_and_the_command_then_works(small_disk, monkeypa
     the same command goes through."""
     if setup is not None:
         setup(small_disk)
-    monkeypatch.setattr(study_mod, "theory_figures", lambda out: [])
+    monkeypatch.setattr(study_report, "theory_figures", lambda out: [])
     fill(small_disk)
     result = invoke(args, small_disk)
     lines = result.stderr.strip().splitlines()

@@ -36,15 +36,15 @@ class _Images(HTMLParser):
 
 @pytest.mark.slow
 def test_tiny_study_writes_a_complete_report(tmp_path, monkeypatch):
-    import lrtransfer.study as study
+    import lrtransfer.study.run as study_run
 
     partial = []  # the early look: a report after every stage, marked partial, read as the sweep runs
     def spy(out, stage):
         write_partial(out, stage)
         partial.append((stage, (Path(out) / "report.html").read_text()))
 
-    write_partial = study._partial
-    monkeypatch.setattr(study, "_partial", spy)
+    write_partial = study_run._partial
+    monkeypatch.setattr(study_run, "_partial", spy)
     result = run_study(TINY, tmp_path / "study", workers=2, progress=False)
     assert result.sweep.ok
     # written in the background while the next stage trains; one not begun when the sweep ends is dropped

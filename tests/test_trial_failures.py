@@ -18,9 +18,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from lrtransfer import study as study_mod
 from lrtransfer.cli import app
 from lrtransfer.records import store
+from lrtransfer.study import report as study_report
 
 HERE = Path(__file__).parent
 TIMEOUT_S = 4
@@ -104,7 +104,7 @@ def test_an_objective_that_changes_directory_writes_under_out(swept):
 
 def test_the_report_of_arms_without_a_stable_run_says_so(swept, monkeypatch):
     tmp, _, _ = swept
-    monkeypatch.setattr(study_mod, "theory_figures", lambda out: [])
+    monkeypatch.setattr(study_report, "theory_figures", lambda out: [])
     result = CliRunner().invoke(app, ["report", str(tmp / "out")])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()

@@ -1,4 +1,4 @@
-"""The study report: one static ``report.html`` that opens offline.
+"""The study report's page: one static ``report.html`` that opens offline.
 
 ``write_report`` turns a study's tables (verdicts, best LR per arm and width, runs), its figures
 (PNG + CSV, see ``lrtransfer.plots.study``) and its sweep spec into a single HTML page with inline
