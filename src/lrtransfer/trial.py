@@ -35,6 +35,7 @@ from lrtransfer import atomic, jsonl
 from lrtransfer.config import ObjectiveConfig, TrialConfig, dump_yaml
 from lrtransfer.monitor import AlignmentMonitor, NullMonitor
 from lrtransfer.objectives import ObjectiveError, load_objective
+from lrtransfer.phases import Phase
 from lrtransfer.record import ALIGNMENT, CONFIG, METRICS, RunRecords, reconcile, record_run
 from lrtransfer.scaling import param_groups
 from lrtransfer.store import DIVERGED, DONE, FAILED, RunStore
@@ -67,7 +68,7 @@ class Trial:
     ``steps`` (``run.steps`` if the spec gives it).
     """
 
-    def __init__(self, config: ObjectiveConfig, folder: str | Path, *, phase: int | str | None = None,
+    def __init__(self, config: ObjectiveConfig, folder: str | Path, *, phase: Phase | None = None,
                  arm: str | None = None) -> None:
         self.config, self.folder = config, Path(folder)
         self.phase, self.arm = phase, arm
@@ -183,7 +184,7 @@ class Trial:
 
 
 def run_trial(config: ObjectiveConfig, folder: str | Path, *, store: RunStore | None = None,
-              sweep: str | None = None, phase: int | str | None = None, arm: str | None = None) -> RunRecords:
+              sweep: str | None = None, phase: Phase | None = None, arm: str | None = None) -> RunRecords:
     """Run one trial of ``config.objective`` into ``folder`` and record it (skipped if finished)."""
     folder = Path(folder).absolute()  # where it is now, whatever directory the objective changes to
     finished = reconcile(folder, store, config.to_dict(), sweep)
@@ -218,7 +219,7 @@ def run_trial(config: ObjectiveConfig, folder: str | Path, *, store: RunStore | 
 
 
 def run_planned(config: TrialConfig, folder: str | Path, *, store: RunStore | None = None, sweep: str | None = None,
-                phase: int | str | None = None, arm: str | None = None) -> RunRecords:
+                phase: Phase | None = None, arm: str | None = None) -> RunRecords:
     """Train one planned run of a sweep — the one entry point of every executor: a user
     objective's trial for an `ObjectiveConfig`, the built-in trainer for a `RunConfig`."""
     if isinstance(config, ObjectiveConfig):

@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from lrtransfer.phases import Phase
+
 
 @dataclass(frozen=True)
 class Task:
@@ -19,7 +21,7 @@ class Task:
     store: str  # path of the sweep's runs.db
     sweep: str  # the sweep's name, recorded in the store
     label: str  # where it was planned, for messages: "phase 2 independent 4× lr=0.004 seed 0"
-    phase: int | str | None = None  # where the plan first put the run (a user objective sees it as trial.phase)
+    phase: Phase | None = None  # where the plan first put the run (a user objective sees it as trial.phase)
     arm: str | None = None
     timeout_s: float | None = None  # seconds the run may take before the local executor stops it (spec `timeout`)
 
