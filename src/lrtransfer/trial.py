@@ -38,14 +38,14 @@ from lrtransfer.objectives import ObjectiveError, load_objective
 from lrtransfer.phases import Phase
 from lrtransfer.record import ALIGNMENT, CONFIG, METRICS, RunRecords, reconcile, record_run
 from lrtransfer.scaling import param_groups
-from lrtransfer.store import DIVERGED, DONE, FAILED, RunStore
+from lrtransfer.store import DIVERGED, DONE, FAILED, SKIPPED, RunStore
 from lrtransfer.training import checkpoint
 from lrtransfer.training.loop import run as train_run
 from lrtransfer.training.runlog import MetricLog
 
 STATE = "trial_state.pt"
 STUDY_KEYS = ("status", "steps", "final_train_loss", "wall_s", "folder", "diverged_at", "error",
-              "skipped")  # summary values only the study sets (width and width_mult: the study's win)
+              SKIPPED)  # summary values only the study sets (width and width_mult: the study's win)
 NO_LOSS = "no loss logged: the objective ended without calling trial.log(step, loss)"
 
 
@@ -189,7 +189,7 @@ def run_trial(config: ObjectiveConfig, folder: str | Path, *, store: RunStore | 
     folder = Path(folder).absolute()  # where it is now, whatever directory the objective changes to
     finished = reconcile(folder, store, config.to_dict(), sweep)
     if finished is not None:
-        return RunRecords({**finished, "skipped": "already finished"})
+        return RunRecords({**finished, SKIPPED: "already finished"})
     try:
         objective = load_objective(config.objective)
     except ObjectiveError as err:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lrtransfer.phases import Phase
+from lrtransfer.store import SKIPPED
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def by_cost(tasks: Iterable[Task]) -> list[Task]:
 
 def outcome_of(task: Task, summary: dict[str, Any]) -> Outcome:
     """The outcome of a run that returned `summary` (train()'s, possibly of a run finished before)."""
-    status = "skipped" if "skipped" in summary else summary["status"]
+    status = SKIPPED if SKIPPED in summary else summary["status"]
     return Outcome(task, status, summary.get("error"), loss=_number(summary.get("final_train_loss")),
                    wall_s=_number(summary.get("wall_s")))
 

@@ -21,7 +21,7 @@ from lrtransfer import atomic
 from lrtransfer.config import ConfigError, RunConfig, dump_yaml
 from lrtransfer.data import TextDataConfig
 from lrtransfer.record import ALIGNMENT, CONFIG, METRICS, SUMMARY, RunRecords, reconcile, record_run
-from lrtransfer.store import DIVERGED, DONE, FAILED
+from lrtransfer.store import DIVERGED, DONE, FAILED, SKIPPED
 from lrtransfer.training import checkpoint
 from lrtransfer.training.distributed import Dist, init_distributed, resolve_device, shutdown
 from lrtransfer.training.progress import progress_bar
@@ -60,7 +60,7 @@ def run(config: RunConfig, out: str | Path, *, store=None, sweep: str | None = N
     finished = dist.broadcast(None if force or not dist.is_main else reconcile(out, store, config.to_dict(), sweep))
     if finished is not None:
         shutdown(dist)
-        return RunRecords({**finished, "skipped": "already finished; pass force=True (--force) to re-run"})
+        return RunRecords({**finished, SKIPPED: "already finished; pass force=True (--force) to re-run"})
     run_id = _start(config, out, store, sweep, tags, force) if dist.is_main else None
     try:
         records = _train(config, out, device, dist, progress)
