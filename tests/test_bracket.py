@@ -99,6 +99,7 @@ TINY = {"run.steps": 12, "run.checkpoint_every": 0, "run.eval_every": 0, "optim.
 LRS = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 
 
+@pytest.mark.slow  # real sweeps of the tiny LM
 @pytest.mark.parametrize("protocol", ["two_phase", "one_phase"])
 def test_an_adaptive_sweep_brackets_every_curve_with_fewer_runs(tmp_path, protocol):
     raw = {"name": "bracket", "base": {"preset": "lm-tiny", "overrides": TINY}, "widths": [1, 2], "lrs": LRS,
@@ -125,6 +126,7 @@ def test_an_adaptive_sweep_brackets_every_curve_with_fewer_runs(tmp_path, protoc
     assert not again.outcomes and len(again.planned) == len(report.planned)  # the same rounds, nothing trained
 
 
+@pytest.mark.slow
 def test_curves_that_start_off_their_optimum_grow_until_bracketed(tmp_path):
     """Phase 1 picks from one low LR, so the brackets start too low and grow, a round at a time."""
     raw = {"name": "bracket", "base": {"preset": "lm-tiny", "overrides": TINY}, "widths": [1, 2], "lrs": LRS,
@@ -140,6 +142,7 @@ def test_curves_that_start_off_their_optimum_grow_until_bracketed(tmp_path):
     assert len({r.phase for r in report.planned}) == 2 and len(report.planned) > 1 + 3 + 3
 
 
+@pytest.mark.slow
 def test_the_refine_stage_adds_a_seed_where_a_verdict_is_inconclusive(tmp_path):
     """The demo relies on it: one more seed at the 3 LRs around each inconclusive arm's optimum at
     the base and widest widths, and nothing else (a real sweep)."""

@@ -239,6 +239,7 @@ def test_killed_sweep_finishes_on_rerun_like_an_uninterrupted_one(swept, tmp_pat
         assert a.series(a.find(h)["run_id"]).equals(b.series(b.find(h)["run_id"]))
 
 
+@pytest.mark.slow  # a real sweep
 def test_failed_run_is_reported_and_the_sweep_goes_on(tmp_path):
     broken = {"monitor.layers": ["nope*"]}  # valid in the spec; the run's preflight (model built) refuses it
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec(
