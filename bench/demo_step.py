@@ -1,4 +1,4 @@
-"""The demo's training step, timed per width for design variants interleaved (issue 11).
+"""The demo's training step, timed per width for design variants interleaved.
 
 Usage: python bench/demo_step.py [--steps 150] [--threads 1] [--variants depth2-foreach depth2-fused depth1-fused]
 

@@ -46,9 +46,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small matrices: threads on
 import numpy as np
 import pandas as pd
 
-from lrtransfer.analysis import best_lrs, verdict_table
-from lrtransfer.analysis.picks import bracket_extensions, phase1_picks
+from lrtransfer.analysis import best_lrs, lr_curves, verdict_table
+from lrtransfer.analysis.picks import phase1_picks
 from lrtransfer.sweep.plan import bracket
+from lrtransfer.sweep.stages import bracket_extensions
 
 GRID = 1e-3 * 2.0 ** np.arange(7)
 WIDTHS = (1, 2, 4)
@@ -102,13 +103,13 @@ def synthetic_sweep(rng: np.random.Generator, shape: str, noise: float, seeds: i
 def adaptive(results: pd.DataFrame, k: int, expected: float, grid=GRID) -> pd.DataFrame:
     """The runs an adaptive phase 2 (spec ``bracket: k``) would have trained of the full-grid sweep
     ``results``: `sweep.plan.bracket` around the 1× grid best (standing in for the phase-1 pick)
-    moved by ``expected`` octaves per doubling, grown by `analysis.picks.bracket_extensions`."""
+    moved by ``expected`` octaves per doubling, grown by `sweep.stages.bracket_extensions`."""
     centre = phase1_picks(results[results.width_mult == 1])["synthetic"]
     ran = {m: bracket(list(grid), centre, expected, m, k) for m in WIDTHS}
     while True:
         keep = [any(np.isclose(lr, x) for x in ran[m]) for m, lr in zip(results.width_mult, results.lr)]
         selected = results[keep]
-        more = bracket_extensions(selected, list(grid))
+        more = bracket_extensions(lr_curves(selected), list(grid))
         if not more:
             return selected
         for (_, m), lrs in more.items():

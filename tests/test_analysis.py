@@ -207,7 +207,8 @@ def test_a_missing_column_is_named():
 
 
 def test_refine_points_are_the_lrs_around_each_inconclusive_optimum_at_the_base_and_widest_width():
-    from lrtransfer.analysis.picks import refine_points
+    from lrtransfer.analysis import analyze
+    from lrtransfer.sweep.stages import refine_points
 
     rng = np.random.default_rng(0)
     df = sweep({"independent": {1: OPT, 2: OPT, 4: OPT}, "edge": {1: OPT, 2: OPT * 2**0.25, 4: OPT * 2**0.5}})
@@ -215,7 +216,7 @@ def test_refine_points_are_the_lrs_around_each_inconclusive_optimum_at_the_base_
     df.loc[noisy, "final_train_loss"] += 0.008 * rng.standard_normal(noisy.sum())
     table = verdict_table(best_lrs(df)).set_index("arm")
     assert table.verdict["independent"] == "transfers" and table.verdict["edge"] == "inconclusive"
-    points = refine_points(df)
+    points = refine_points(analyze(df))
     assert [(arm, m) for arm, m, _ in points] == [("edge", 1.0), ("edge", 4.0)]
     curves = lr_curves(df)
     for arm, m, lrs in points:

@@ -1,5 +1,5 @@
 """The adaptive phase 2 (spec ``bracket``): where each curve starts (`scaling.expected_shift`,
-`sweep.plan.bracket`), when it grows (`analysis.picks.bracket_extensions`), real sweeps, and the
+`sweep.plan.bracket`), when it grows (`sweep.stages.bracket_extensions`), real sweeps, and the
 refine stage the demo relies on."""
 
 from __future__ import annotations
@@ -9,11 +9,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from lrtransfer.analysis.picks import bracket_extensions, phase1_picks, refine_points
+from lrtransfer.analysis import analyze, lr_curves
+from lrtransfer.analysis.picks import phase1_picks
+from lrtransfer.phases import Phase
 from lrtransfer.scaling import expected_shift, role_hyperparams
 from lrtransfer.study import bracket_note
 from lrtransfer.sweep import SpecError, load_spec, results, run_sweep
 from lrtransfer.sweep.plan import bracket, expected_shifts
+from lrtransfer.sweep.stages import bracket_extensions, refine_points
 
 GRID = [1e-3 * 2**k for k in range(7)]  # 1e-3 … 6.4e-2
 
@@ -76,7 +79,7 @@ def curve(points: list[tuple[float, float | None]], arm: str = "a", m: float = 2
     ([(1e-3, None), (2e-3, None)], None),  # unstable down to the grid's end
 ])
 def test_bracket_extensions(points, more):
-    got = bracket_extensions(curve(points), GRID)
+    got = bracket_extensions(lr_curves(curve(points)), GRID)
     assert got == ({} if more is None else {("a", 2.0): pytest.approx(more, rel=1e-12)})
 
 
@@ -84,7 +87,7 @@ def test_extensions_are_per_curve():
     frame = pd.concat([curve([(4e-3, 2.0), (8e-3, 2.1), (1.6e-2, 2.2)], "a", 2.0),
                        curve([(4e-3, 2.1), (8e-3, 2.0), (1.6e-2, 2.1)], "a", 4.0),
                        curve([(4e-3, 2.2), (8e-3, 2.1), (1.6e-2, 2.0)], "b", 4.0)])
-    assert bracket_extensions(frame, GRID) == {("a", 2.0): [2e-3], ("b", 4.0): [3.2e-2]}
+    assert bracket_extensions(lr_curves(frame), GRID) == {("a", 2.0): [2e-3], ("b", 4.0): [3.2e-2]}
 
 
 def test_spec_bracket_needs_three_points():
@@ -96,6 +99,7 @@ TINY = {"run.steps": 12, "run.checkpoint_every": 0, "run.eval_every": 0, "optim.
 LRS = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 
 
+@pytest.mark.slow  # real sweeps of the tiny LM
 @pytest.mark.parametrize("protocol", ["two_phase", "one_phase"])
 def test_an_adaptive_sweep_brackets_every_curve_with_fewer_runs(tmp_path, protocol):
     raw = {"name": "bracket", "base": {"preset": "lm-tiny", "overrides": TINY}, "widths": [1, 2], "lrs": LRS,
@@ -106,7 +110,7 @@ def test_an_adaptive_sweep_brackets_every_curve_with_fewer_runs(tmp_path, protoc
     df = results(tmp_path / "s")
     phase2 = df[df.phase.astype(str) == "2"]
     assert report.ok and (phase2.status == "done").all()
-    assert not bracket_extensions(phase2, LRS)  # every curve's best is interior, or at the grid's end
+    assert not bracket_extensions(lr_curves(phase2), LRS)  # every curve's best is interior, or at the grid's end
     for (arm, m), c in phase2.groupby(["arm", "width_mult"]):
         ran = sorted(c.lr)
         first = LRS.index(ran[0])
@@ -122,21 +126,23 @@ def test_an_adaptive_sweep_brackets_every_curve_with_fewer_runs(tmp_path, protoc
     assert not again.outcomes and len(again.planned) == len(report.planned)  # the same rounds, nothing trained
 
 
+@pytest.mark.slow
 def test_curves_that_start_off_their_optimum_grow_until_bracketed(tmp_path):
     """Phase 1 picks from one low LR, so the brackets start too low and grow, a round at a time."""
     raw = {"name": "bracket", "base": {"preset": "lm-tiny", "overrides": TINY}, "widths": [1, 2], "lrs": LRS,
            "rules": ["standard"], "bracket": 3, "phase1_lrs": [1e-3]}
     report = run_sweep(raw, tmp_path / "s", workers=2, progress=False)
     df = results(tmp_path / "s")
-    (pick,) = phase1_picks(df[df.phase == 1]).values()
-    phase2 = df[df.phase == 2]
+    (pick,) = phase1_picks(df[df.phase == Phase.ONE]).values()
+    phase2 = df[df.phase == Phase.TWO]
     ran = {m: sorted(phase2[phase2.width_mult == m].lr) for m in (1.0, 2.0)}
     assert set(bracket(LRS, pick, 0.0, 1.0, 3)) < set(ran[1.0])  # started there, then grew
     assert set(bracket(LRS, pick, 1.0, 2.0, 3)) <= set(ran[2.0])  # +1 octave per doubling for standard decay
-    assert not bracket_extensions(phase2, LRS)
+    assert not bracket_extensions(lr_curves(phase2), LRS)
     assert len({r.phase for r in report.planned}) == 2 and len(report.planned) > 1 + 3 + 3
 
 
+@pytest.mark.slow
 def test_the_refine_stage_adds_a_seed_where_a_verdict_is_inconclusive(tmp_path):
     """The demo relies on it: one more seed at the 3 LRs around each inconclusive arm's optimum at
     the base and widest widths, and nothing else (a real sweep)."""
@@ -145,8 +151,8 @@ def test_the_refine_stage_adds_a_seed_where_a_verdict_is_inconclusive(tmp_path):
     report = run_sweep(raw, tmp_path / "s", workers=2, progress=False)
     df = results(tmp_path / "s")
     first = df[df.seed == 0]
-    points = refine_points(first)
+    points = refine_points(analyze(first))
     assert points  # this tiny sweep's verdicts are inconclusive (CIs about −0.1…+0.55)
     added = df[df.seed == 1]
     assert {(a, m, lr) for a, m, lrs in points for lr in lrs} == set(zip(added.arm, added.width_mult, added.lr))
-    assert report.refined == len(added) and (added.phase == 2).all() and (added.status == "done").all()
+    assert report.refined == len(added) and (added.phase == Phase.TWO).all() and (added.status == "done").all()

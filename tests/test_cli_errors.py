@@ -1,4 +1,4 @@
-"""Every bad input of issue 10 (§5, §7-13) through the real command line: exit code 2, one stderr
+"""Every bad input we know of, through the real command line: exit code 2, one stderr
 line ``error: …`` naming the field, argument or file, no traceback, and nothing recorded where a
 refused run must leave nothing. Then what must work: a corpus edit is a new run, a run killed
 between its summary and its store row is reconciled, strict JSON, reports of broken sweeps.

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from lrtransfer.analysis import phase1_picks
+from lrtransfer.phases import Phase
 from lrtransfer.records import store
 from lrtransfer.sweep import load_spec, results
 from lrtransfer.sweep.plan import phase1, phase2, write_plan
@@ -60,7 +61,7 @@ def test_status_counts_each_stage_of_a_hand_made_folder(tmp_path):
     write_plan(tmp_path, p1 + phase2(spec, {"standard": 1e-2, "independent": 1e-2}))
     st = sweep_status(tmp_path)
     by_stage = st.stages.set_index("stage")
-    assert st.best == {"standard": 1e-2, "independent": 1e-2} == phase1_picks(results(tmp_path).query("phase == 1"))
+    assert st.best == {"standard": 1e-2, "independent": 1e-2} == phase1_picks(results(tmp_path).query("phase == '1'"))
     # phase 2 shares its 1× lr=0.01 run with phase 1 (done); 2 more 1× and 6 2× runs are pending
     assert by_stage.loc["phase 2", ["runs", "done", "pending"]].tolist() == [9, 1, 8]
     assert st.unplanned == ["dynamics"] and st.running == []
@@ -102,7 +103,7 @@ def test_status_while_a_sweep_runs_in_another_process_and_after(tmp_path):
     assert after.stages["stage"].tolist() == ["phase 1", "phase 2", "dynamics"] and after.unplanned == []
     assert (after.stages["done"] + after.stages["diverged"] == after.stages["runs"]).all()
     assert after.stages[["failed", "running", "pending"]].to_numpy().sum() == 0 and after.running == []
-    assert after.best == phase1_picks(df[df["phase"] == 1]) and after.distinct == df["config_hash"].nunique()
+    assert after.best == phase1_picks(df[df["phase"] == Phase.ONE]) and after.distinct == df["config_hash"].nunique()
     assert (after.stages["elapsed_s"] > 0).all()
 
 

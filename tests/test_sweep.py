@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from lrtransfer.analysis import phase1_edges, phase1_picks
 from lrtransfer.cli import app
 from lrtransfer.config import preset_dict
+from lrtransfer.phases import Phase
 from lrtransfer.records import store
 from lrtransfer.sweep import SpecError, alignment, load_spec, results, run_sweep
 from lrtransfer.sweep.plan import dynamics, figure5_partner, frozen_lrs, phase1, phase2
@@ -99,7 +100,7 @@ def test_plan_table():
 def test_one_phase_keeps_the_configured_fixed_lr():
     s = load_spec(spec(protocol="one_phase", base={"preset": "lm-tiny", "overrides": {"optim.fixed_lr": 0.02}}))
     rows = phase2(s, dict.fromkeys(s.arm_overrides()))
-    assert {r.config.optim.fixed_lr for r in rows} == {0.02} and {r.phase for r in rows} == {2}
+    assert {r.config.optim.fixed_lr for r in rows} == {0.02} and {r.phase for r in rows} == {Phase.TWO}
 
 
 def frame(rows: list[tuple]) -> pd.DataFrame:
@@ -152,11 +153,11 @@ def test_sweep_folder_and_dedupe(swept):
     df = results(out)
     assert report.ok and {"runs", "runs.db", "plan.csv", "sweep.yaml"} <= {p.name for p in out.iterdir()}
     # dynamics: the no-muP run at both widths and the independent partner of Figure 5's pair
-    assert df.groupby("phase", sort=False).size().to_dict() == {1: 6, 2: 12, "dynamics": 3}
+    assert df.groupby("phase", sort=False).size().to_dict() == {Phase.ONE: 6, Phase.TWO: 12, Phase.DYNAMICS: 3}
     distinct = set(df["config_hash"])
     stored = set(store.open(out / "runs.db").runs()["config_hash"])
     assert {p.name for p in (out / "runs").iterdir()} == distinct == stored
-    at_1x = df[(df["phase"] == 2) & (df["width_mult"] == 1)]
+    at_1x = df[(df["phase"] == Phase.TWO) & (df["width_mult"] == 1)]
     assert (at_1x.groupby("lr")["config_hash"].nunique() == 1).all()  # standard and independent share 1× runs
     assert [h for h in load_plan_hashes(out / "sweep.yaml")] == list(df["config_hash"])
 
@@ -164,7 +165,7 @@ def test_sweep_folder_and_dedupe(swept):
 def load_plan_hashes(path: Path) -> list[str]:
     """The resolved spec replans the same runs (phase 2 and dynamics with the sweep's picks)."""
     s, df = load_spec(path), results(path.parent)
-    fixed = df[df["phase"] == 2].groupby("arm", sort=False)["fixed_lr"].first().to_dict()
+    fixed = df[df["phase"] == Phase.TWO].groupby("arm", sort=False)["fixed_lr"].first().to_dict()
     dyn = df[df["phase"] == "dynamics"]
     dyn_lr = dyn.loc[dyn["arm"] == "no_mup", "lr"].iloc[0]
     partner = dyn[dyn["arm"] == "independent"].iloc[0]
@@ -176,9 +177,9 @@ def load_plan_hashes(path: Path) -> list[str]:
 def test_phase2_carries_the_best_phase1_lr(swept):
     out, _ = swept
     df = results(out)
-    p1 = df[df["phase"] == 1].assign(loss=lambda d: d["final_train_loss"].fillna(float("inf")))
+    p1 = df[df["phase"] == Phase.ONE].assign(loss=lambda d: d["final_train_loss"].fillna(float("inf")))
     best = p1.loc[p1.groupby("arm")["loss"].idxmin()].set_index("arm")["lr"].to_dict()
-    p2 = df[df["phase"] == 2]
+    p2 = df[df["phase"] == Phase.TWO]
     assert set(p2["fixed_lr"]) == {best["standard"]} and best == {"standard": 1e-2, "independent": 1e-2}
     for folder, arm in zip(p2["folder"], p2["arm"]):
         assert yaml.safe_load((Path(folder) / "config.yaml").read_text())["optim"]["fixed_lr"] == best[arm]
@@ -201,7 +202,7 @@ def test_diverged_runs_are_kept_and_the_sweep_goes_on(swept):
 
 def test_alignment_rows_carry_the_plan_columns(swept):
     out, _ = swept
-    rows = results(out).query("phase == 2 and arm == 'independent' and lr == 0.01")
+    rows = results(out).query("phase == '2' and arm == 'independent' and lr == 0.01")
     align = alignment(out, rows)
     assert list(align.columns[:7]) == ["config_hash", "arm", "phase", "width_mult", "width", "lr", "seed"]
     assert set(align["width"]) == {32, 64} and set(align["role"]) == {"hidden", "output"}
@@ -238,6 +239,7 @@ def test_killed_sweep_finishes_on_rerun_like_an_uninterrupted_one(swept, tmp_pat
         assert a.series(a.find(h)["run_id"]).equals(b.series(b.find(h)["run_id"]))
 
 
+@pytest.mark.slow  # a real sweep
 def test_failed_run_is_reported_and_the_sweep_goes_on(tmp_path):
     broken = {"monitor.layers": ["nope*"]}  # valid in the spec; the run's preflight (model built) refuses it
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec(

@@ -79,6 +79,11 @@ class _PlannedConfig(Strict):
         """The run's identity: `config_hash` of the resolved config."""
         return config_hash(self.to_dict())
 
+    def corpora(self) -> list[Any]:
+        """The data configs whose corpora a run of this config reads (fetched once by the sweep's
+        driver before its workers start); a user objective brings its own data."""
+        return []
+
     def lr_multipliers(self) -> Any:
         """The schedule's multiplier of every step (`ScheduleConfig.multipliers`); None when the
         run's length is unknown (a user objective without ``run.steps``)."""
@@ -97,6 +102,9 @@ class RunConfig(_PlannedConfig):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="LR schedule.")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Alignment monitor.")
     run: RunSettings = Field(default_factory=RunSettings, description="Length, seed, intervals, device.")
+
+    def corpora(self) -> list[Any]:
+        return [self.data]
 
     @model_validator(mode="after")
     def _model_fits_data(self) -> RunConfig:

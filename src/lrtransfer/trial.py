@@ -34,16 +34,17 @@ from torch import nn
 from lrtransfer.config import ObjectiveConfig, TrialConfig, dump_yaml
 from lrtransfer.monitor import AlignmentMonitor, NullMonitor
 from lrtransfer.objectives import ObjectiveError, load_objective
+from lrtransfer.phases import Phase
 from lrtransfer.records import atomic, checkpoint, jsonl
 from lrtransfer.records.record import ALIGNMENT, CONFIG, METRICS, RunRecords, reconcile, record_run
 from lrtransfer.records.runlog import MetricLog
-from lrtransfer.records.store import DIVERGED, DONE, FAILED, RunStore
+from lrtransfer.records.store import DIVERGED, DONE, FAILED, SKIPPED, RunStore
 from lrtransfer.scaling import param_groups
 from lrtransfer.training.loop import run as train_run
 
 STATE = "trial_state.pt"
 STUDY_KEYS = ("status", "steps", "final_train_loss", "wall_s", "folder", "diverged_at", "error",
-              "skipped")  # summary values only the study sets (width and width_mult: the study's win)
+              SKIPPED)  # summary values only the study sets (width and width_mult: the study's win)
 NO_LOSS = "no loss logged: the objective ended without calling trial.log(step, loss)"
 
 
@@ -66,7 +67,7 @@ class Trial:
     ``steps`` (``run.steps`` if the spec gives it).
     """
 
-    def __init__(self, config: ObjectiveConfig, folder: str | Path, *, phase: int | str | None = None,
+    def __init__(self, config: ObjectiveConfig, folder: str | Path, *, phase: Phase | None = None,
                  arm: str | None = None) -> None:
         self.config, self.folder = config, Path(folder)
         self.phase, self.arm = phase, arm
@@ -182,12 +183,12 @@ class Trial:
 
 
 def run_trial(config: ObjectiveConfig, folder: str | Path, *, store: RunStore | None = None,
-              sweep: str | None = None, phase: int | str | None = None, arm: str | None = None) -> RunRecords:
+              sweep: str | None = None, phase: Phase | None = None, arm: str | None = None) -> RunRecords:
     """Run one trial of ``config.objective`` into ``folder`` and record it (skipped if finished)."""
     folder = Path(folder).absolute()  # where it is now, whatever directory the objective changes to
     finished = reconcile(folder, store, config.to_dict(), sweep)
     if finished is not None:
-        return RunRecords({**finished, "skipped": "already finished"})
+        return RunRecords({**finished, SKIPPED: "already finished"})
     try:
         objective = load_objective(config.objective)
     except ObjectiveError as err:
@@ -217,7 +218,7 @@ def run_trial(config: ObjectiveConfig, folder: str | Path, *, store: RunStore | 
 
 
 def run_planned(config: TrialConfig, folder: str | Path, *, store: RunStore | None = None, sweep: str | None = None,
-                phase: int | str | None = None, arm: str | None = None) -> RunRecords:
+                phase: Phase | None = None, arm: str | None = None) -> RunRecords:
     """Train one planned run of a sweep — the one entry point of every executor: a user
     objective's trial for an `ObjectiveConfig`, the built-in trainer for a `RunConfig`."""
     if isinstance(config, ObjectiveConfig):

@@ -5,7 +5,7 @@
 * `fit` and `curve_models` — the fitted optimum of each curve and its bootstrap interval.
 * `layers` — layer order and roles, the representative layer, run progress, per-step LRs
   and the Eq 38 warmup prediction (Figure 5).
-* `picks` — the LRs the study picks from finished runs (phase 1's frozen LR, the dynamics LR, refine).
+* `picks` — the LRs read off finished runs: phase 1's best LR per arm, the dynamics and Figure 5 LRs.
 * `frames` — row selections and seed means shared with the figures.
 * `blowups` — finite blow-ups and spikes, taken as unstable points of a curve.
 * `result` — `analyze`: all of the above computed once per results frame (`Analysis`), and

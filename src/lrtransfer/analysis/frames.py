@@ -5,9 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lrtransfer.phases import Phase
 
-def in_phase(df: pd.DataFrame, phase: int | str) -> pd.Series:
-    """Mask of rows in ``phase``, compared as text (2 == "2"; "dynamics")."""
+
+def in_phase(df: pd.DataFrame, phase: Phase | int | str) -> pd.Series:
+    """Mask of rows in ``phase``, compared as text (``Phase.TWO`` == "2", and a frame of one's own
+    may write it 2)."""
     return df["phase"].astype(str) == str(phase)
 
 

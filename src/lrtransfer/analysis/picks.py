@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lrtransfer.analysis.frames import in_phase
 from lrtransfer.analysis.transfer import best_lrs
+from lrtransfer.phases import Phase
 
 
 def phase1_picks(frame: pd.DataFrame, metric: str = "final_train_loss") -> dict[str, float]:
@@ -64,7 +66,7 @@ def figure5_lrs(results: pd.DataFrame, best: pd.DataFrame | None = None) -> tupl
 
 def phase1_edges(results: pd.DataFrame) -> list[str]:
     """A warning per arm whose phase-1 pick lies at the edge of its grid: the frozen LR may be off."""
-    frame = results[results["phase"].astype(str) == "1"]
+    frame = results[in_phase(results, Phase.ONE)]
     if frame.empty:
         return []
     notes = []
@@ -75,48 +77,3 @@ def phase1_edges(results: pd.DataFrame) -> list[str]:
             notes.append(f"phase 1, arm {arm}: the best LR {lr:g} is the {side} of the phase-1 grid, so the LR "
                          f"frozen for phase 2 may be off; extend phase1_lrs {'down' if side == 'lowest' else 'up'}")
     return notes
-
-
-def refine_points(results: pd.DataFrame, verdict: str = "inconclusive") -> list[tuple[str, float, list[float]]]:
-    """Where one more seed can decide a verdict (the refine stage): for every arm whose verdict is
-    ``verdict``, at the base and the widest width, the grid LRs within one grid step of that
-    curve's grid optimum (finite ones). Returns ``(arm, m, lrs)`` per curve."""
-    from lrtransfer.analysis.transfer import lr_curves, verdict_table
-
-    best = best_lrs(results)
-    if best.empty:
-        return []
-    table = verdict_table(best)
-    curves = lr_curves(results)
-    points = []
-    for arm in table.loc[table.verdict == verdict, "arm"]:
-        b = best[best.arm == arm]
-        for m in sorted({b.width_mult.min(), b.width_mult.max()}):
-            c = curves[(curves.arm == arm) & (curves.width_mult == m)].sort_values("lr").reset_index(drop=True)
-            finite = np.isfinite(c.loss.to_numpy())
-            if not finite.any():
-                continue
-            i = int(np.argmin(np.where(finite, c.loss, np.inf)))
-            near = [float(c.lr[j]) for j in range(max(0, i - 1), min(len(c), i + 2)) if finite[j]]
-            points.append((arm, float(m), near))
-    return points
-
-
-def bracket_extensions(results: pd.DataFrame, grid: list[float]) -> dict[tuple[str, float], list[float]]:
-    """The next grid LR of each phase-2 curve whose best LR is not yet bracketed (spec ``bracket``):
-    below its lowest LR when that one is the best or every run was unstable (too high an LR), above
-    its highest when that one is the best; nothing where the grid ends. ``{(arm, m): [lr]}``."""
-    from lrtransfer.analysis.transfer import lr_curves
-
-    curves, grid, more = lr_curves(results), sorted(grid), {}
-    for (arm, m), c in curves.groupby(["arm", "width_mult"], sort=True):
-        ran = c.sort_values("lr")
-        lrs, loss = ran.lr.to_numpy(), ran.loss.to_numpy()
-        best = int(np.argmin(loss)) if np.isfinite(loss).any() else 0
-        below = [lr for lr in grid if lr < lrs[0] * (1 - 1e-9)]
-        above = [lr for lr in grid if lr > lrs[-1] * (1 + 1e-9)]
-        if best == 0 and below:
-            more[(str(arm), float(m))] = [below[-1]]
-        elif best == len(lrs) - 1 and above and np.isfinite(loss[best]):
-            more[(str(arm), float(m))] = [above[0]]
-    return more

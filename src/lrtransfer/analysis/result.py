@@ -17,6 +17,7 @@ from lrtransfer.analysis.recommend import ArmRule, recommend_arm, role_table
 from lrtransfer.analysis.transfer import TOLERANCE, fit_curves, lr_curves, verdict_table
 from lrtransfer.config import validate
 from lrtransfer.optim import OptimConfig
+from lrtransfer.phases import Phase
 from lrtransfer.scaling import WD_RULES
 
 
@@ -108,7 +109,7 @@ class Analysis:
                               roles[["arm", *[c for c in roles.columns if c != "arm"]]] if len(roles) else roles)
 
 
-def analyze(results: pd.DataFrame, metric: str = "final_train_loss", phase: int | str | None = 2, *,
+def analyze(results: pd.DataFrame, metric: str = "final_train_loss", phase: Phase | int | str | None = Phase.TWO, *,
             draws: int = DRAWS, seed: int = 0, tolerance: float = TOLERANCE,
             rules: dict[str, ArmRule] | None = None) -> Analysis:
     """Fit and judge every curve of ``results`` once (`best_lrs`, `verdict_table`); ``rules``
@@ -119,7 +120,7 @@ def analyze(results: pd.DataFrame, metric: str = "final_train_loss", phase: int 
     return Analysis(results, curves, best, table, lines, rules if rules is not None else arm_rules(results, phase))
 
 
-def arm_rules(results: pd.DataFrame, phase: int | str | None = 2) -> dict[str, ArmRule]:
+def arm_rules(results: pd.DataFrame, phase: Phase | int | str | None = Phase.TWO) -> dict[str, ArmRule]:
     """Each arm's `ArmRule`: from its widest run's config (``config`` column) when there is one,
     else from ``wd_scaling, weight_decay`` (and ``lr_scaling``) columns, else unknown (the
     recommendation then gives the base LR alone; see `named_rules`)."""

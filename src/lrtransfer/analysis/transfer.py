@@ -17,6 +17,7 @@ import pandas as pd
 from lrtransfer.analysis.blowups import blowups
 from lrtransfer.analysis.fit import DRAWS, MIN_POINTS, Curve, ShiftLine, fit_arm, shift_line
 from lrtransfer.analysis.frames import in_phase
+from lrtransfer.phases import Phase
 from lrtransfer.records.store import DIVERGED, FAILED, PENDING, RUNNING
 
 UNSTABLE = (DIVERGED, FAILED)
@@ -24,14 +25,15 @@ UNKNOWN = (PENDING, RUNNING)  # not run yet, or in flight / killed: no result to
 TOLERANCE = 0.25  # octaves per width doubling: |shift| below this "transfers"
 
 
-def select_phase(frame: pd.DataFrame, phase: int | str | None) -> pd.DataFrame:
-    """Rows of ``phase`` (compared as text: 2 == "2"; "dynamics"); all rows for ``None``."""
+def select_phase(frame: pd.DataFrame, phase: Phase | int | str | None) -> pd.DataFrame:
+    """Rows of ``phase`` (`frames.in_phase`); all rows for ``None``."""
     if phase is None or "phase" not in frame:
         return frame
     return frame[in_phase(frame, phase)]
 
 
-def lr_curves(results: pd.DataFrame, metric: str = "final_train_loss", phase: int | str | None = 2) -> pd.DataFrame:
+def lr_curves(results: pd.DataFrame, metric: str = "final_train_loss",
+              phase: Phase | int | str | None = Phase.TWO) -> pd.DataFrame:
     """Loss vs LR per (arm, width_mult): mean over seeds, ``+inf`` where any seed was unstable.
 
     Columns: ``arm, width_mult, lr, loss, loss_std, n_seeds, n_unstable, blowup`` (+ ``width``
@@ -112,7 +114,7 @@ def _optimum(curve: pd.DataFrame, fitted: dict) -> dict:
     return row
 
 
-def best_lrs(results: pd.DataFrame, metric: str = "final_train_loss", phase: int | str | None = 2, *,
+def best_lrs(results: pd.DataFrame, metric: str = "final_train_loss", phase: Phase | int | str | None = Phase.TWO, *,
              noise: float | None = None, draws: int = DRAWS, seed: int = 0) -> pd.DataFrame:
     """Best LR per (arm, width_mult): the fitted optimum with its 90% interval, and the transfer regret.
 

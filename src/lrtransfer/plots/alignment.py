@@ -12,6 +12,7 @@ import pandas as pd
 from lrtransfer.analysis import layer_order, representative_layer, with_progress
 from lrtransfer.analysis.frames import drop_tail, in_phase, nearest_lr, same_lr, seed_mean
 from lrtransfer.analysis.picks import base_best_lr
+from lrtransfer.phases import Phase
 from lrtransfer.plots.common import ARM_LABELS, STYLE, plain_log, positive, save, skip, width_colors, width_label
 
 RRC_METRICS = {"relative_repr_change": "RRC ‖ΔY‖/‖Y‖", "alignment_ratio": "alignment ratio α_ΔW/α_W",
@@ -83,12 +84,12 @@ def dynamics_runs(align: pd.DataFrame | None, lr: float | None = None) -> pd.Dat
     a dynamics run at width 1× if any, else the phase-2 ``standard`` run at 1× with the same LR."""
     if align is None or align.empty or "phase" not in align:
         return None
-    d = align[in_phase(align, "dynamics")]
+    d = align[in_phase(align, Phase.DYNAMICS)]
     if d.empty:
         return None
     d = d[same_lr(d.lr, nearest_lr(d.lr, lr) if lr else d.lr.min())]
     if not (d.width_mult == 1).any():
-        partner = align[in_phase(align, 2) & (align.arm == "standard") & (align.width_mult == 1)
+        partner = align[in_phase(align, Phase.TWO) & (align.arm == "standard") & (align.width_mult == 1)
                         & same_lr(align.lr, d.lr.iloc[0])]
         d = pd.concat([d, partner], ignore_index=True)
     return d

@@ -13,6 +13,7 @@ from matplotlib.lines import Line2D
 
 from lrtransfer.analysis import Analysis, best_lrs, lr_curves, verdict_table
 from lrtransfer.analysis.transfer import signed
+from lrtransfer.phases import Phase
 from lrtransfer.plots.common import ARM_LABELS, STYLE, save, skip, width_colors, width_label
 from lrtransfer.scaling import WD_RULES
 
@@ -23,7 +24,7 @@ def _ordered(arms) -> list[str]:
 
 
 def transfer_data(results: pd.DataFrame | None, arms: list[str] | None = None, metric: str = "final_train_loss",
-                  phase: int | str = 2, figure: str = "figure 1", warmup_arms: Sequence[str] = (),
+                  phase: Phase | int | str = Phase.TWO, figure: str = "figure 1", warmup_arms: Sequence[str] = (),
                   analysis: Analysis | None = None) -> pd.DataFrame | None:
     """Loss vs base LR per (arm, width) with each curve's fitted optimum (`analysis.best_lrs`).
 

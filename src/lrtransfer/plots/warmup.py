@@ -12,6 +12,7 @@ import pandas as pd
 from lrtransfer.analysis import layer_lrs, representative_layer, warmup_ratio_prediction, with_progress
 from lrtransfer.analysis.frames import drop_tail, in_phase, same_lr, seed_mean
 from lrtransfer.analysis.picks import figure5_lrs
+from lrtransfer.phases import Phase
 from lrtransfer.plots.common import STYLE, log, plain_log, positive, save, skip
 
 Schedule = tuple[np.ndarray, float]  # (per-step LR of the layer, its weight decay)
@@ -48,7 +49,7 @@ def _pair(results: pd.DataFrame | None, align: pd.DataFrame | None, lr: float | 
     m, lr_standard, lr_independent = picked
     if lr is not None:
         lr_standard, lr_independent = lr, lr / m
-    wide = align[(align.width_mult == m) & (in_phase(align, 2) | in_phase(align, "dynamics"))]
+    wide = align[(align.width_mult == m) & (in_phase(align, Phase.TWO) | in_phase(align, Phase.DYNAMICS))]
     wide = wide.drop_duplicates(["config_hash", "step", "layer"]) if "config_hash" in wide else wide
     base = wide[(wide.arm == "standard") & same_lr(wide.lr, lr_standard)]
     scaled = wide[(wide.arm == "independent") & same_lr(wide.lr, lr_independent)]

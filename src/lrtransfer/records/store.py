@@ -42,6 +42,7 @@ RUNNING, DONE, DIVERGED, FAILED = get_args(Status)
 STATUSES = (DONE, DIVERGED, FAILED)  # how a run can end
 FINISHED = (DONE, DIVERGED)  # ended with a result: never re-run (unless forced)
 PENDING = "pending"  # a planned run the store has no row for yet (sweep results tables)
+SKIPPED = "skipped"  # a run asked for again after it finished: nothing trained (a summary key, an outcome)
 SUMMARY_COLUMNS = {"final_train_loss": "REAL", "val_loss": "REAL", "diverged_at": "INTEGER", "steps": "INTEGER"}
 _TYPED = {**SUMMARY_COLUMNS, "wall_s": "REAL"}  # typed copies of summary values, for SQL filters
 SERIES_COLUMNS = ("step", "name", "value")

@@ -9,7 +9,11 @@ from typing import Any
 import pandas as pd
 
 from lrtransfer import analysis
+from lrtransfer.analysis.frames import in_phase
+from lrtransfer.analysis.transfer import UNKNOWN
 from lrtransfer.config import TrialConfig, validate
+from lrtransfer.phases import Phase
+from lrtransfer.records.store import FAILED
 
 
 def missing_notes(results: pd.DataFrame, spec: dict[str, Any], best: pd.DataFrame | None = None) -> list[str]:
@@ -18,20 +22,21 @@ def missing_notes(results: pd.DataFrame, spec: dict[str, Any], best: pd.DataFram
     runs = results.drop_duplicates("config_hash")
     count = runs["status"].value_counts()
     notes = []
-    if waiting := [f"{count[s]} {s}" for s in ("pending", "running") if s in count]:
-        notes.append(f"{sum(runs['status'].isin(('pending', 'running')))} of {len(runs)} runs have no result yet "
+    if waiting := [f"{count[s]} {s}" for s in UNKNOWN if s in count]:
+        notes.append(f"{sum(runs['status'].isin(UNKNOWN))} of {len(runs)} runs have no result yet "
                      f"({', '.join(waiting)}; running: in flight, or killed): re-run the sweep on this folder to "
                      "finish them. Verdicts and figures use the finished runs only.")
-    if "failed" in count:
+    if FAILED in count:
         notes.append(f"{count['failed']} of {len(runs)} runs failed (status 'failed' in the run table; the store "
                      "holds each error); they count as unstable LRs.")
-    phase = results["phase"].astype(str)
-    picked = analysis.phase1_picks(results[phase == "1"]) if (phase == "1").any() else {}
-    for arm in dict.fromkeys(results.loc[phase == "1", "arm"]):
-        if arm not in picked and not ((results["arm"] == arm) & (phase == "2")).any():
+    one, two = in_phase(results, Phase.ONE), in_phase(results, Phase.TWO)
+    picked = analysis.phase1_picks(results[one]) if one.any() else {}
+    for arm in dict.fromkeys(results.loc[one, "arm"]):
+        if arm not in picked and not ((results["arm"] == arm) & two).any():
             notes.append(f"arm {arm}: phase 2 was not planned: no phase-1 LR of it finished with a finite loss "
                          "(every seed), so there is no LR to freeze, and no verdict.")
-    if spec.get("dynamics") and not (phase == "dynamics").any() and analysis.dynamics_lr(results, best) is None:
+    planned = in_phase(results, Phase.DYNAMICS).any()
+    if spec.get("dynamics") and not planned and analysis.dynamics_lr(results, best) is None:
         notes.append("dynamics: not planned (no finished phase-2 run of the standard arm); Figures 4, 5 and 16 "
                      "are missing.")
     return notes
@@ -57,7 +62,7 @@ def partial_note(stage: str | None) -> list[str]:
 def refine_note(results: pd.DataFrame, spec: dict) -> list[str]:
     """How many runs the refine stage added (phase-2 seeds beyond the spec's)."""
     seeds = spec.get("seeds") or [0]
-    extra = results[(results["phase"].astype(str) == "2") & ~results["seed"].isin(seeds)]
+    extra = results[in_phase(results, Phase.TWO) & ~results["seed"].isin(seeds)]
     if extra.empty:
         return []
     where = ", ".join(f"{arm} {m:g}×" for (arm, m), _ in extra.groupby(["arm", "width_mult"]))
@@ -68,7 +73,7 @@ def refine_note(results: pd.DataFrame, spec: dict) -> list[str]:
 def bracket_note(results: pd.DataFrame, spec: dict) -> list[str]:
     """What an adaptive phase 2 (spec ``bracket``) ran: LRs per curve out of the grid."""
     k, grid = spec.get("bracket"), spec.get("lrs") or []
-    phase2 = results[results["phase"].astype(str) == "2"]
+    phase2 = results[in_phase(results, Phase.TWO)]
     if not k or phase2.empty:
         return []
     sizes = phase2.groupby(["arm", "width_mult"])["lr"].nunique()
@@ -86,7 +91,7 @@ def timescale_notes(results: pd.DataFrame, analysed: analysis.Analysis | None = 
     """
     if "config" not in results:
         return []
-    runs = results[(results["phase"].astype(str) == "2") & results["config"].notna()]
+    runs = results[in_phase(results, Phase.TWO) & results["config"].notna()]
     best = analysis.best_lrs(results) if analysed is None else analysed.best
     if runs.empty or best.empty:  # nothing finished yet
         return []

@@ -1,7 +1,7 @@
 """The local executor: `workers` worker processes on this machine, each training one run at a time.
 
 Workers are fresh interpreters (`worker.COMMAND`: a forked torch is not safe) and each uses `threads`
-torch threads; on a 2-core machine two 1-thread workers beat one 2-thread process by about 15%.
+torch threads (more 1-thread workers beat fewer many-thread ones on a small machine: bench/README.md).
 Runs are dispatched most expensive first, each to the first free worker. A run that raises is
 recorded `failed` (by `train()`) and the sweep goes on. A worker that dies (killed, out of memory,
 ``os._exit``) or outlives the task's timeout costs that one run: the driver records it `failed` with

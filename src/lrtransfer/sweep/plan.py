@@ -14,17 +14,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
-from lrtransfer.config import OptimConfig, RunConfig, ScheduleConfig, apply_overrides, validate
+from lrtransfer.config import OptimConfig, ScheduleConfig, TrialConfig, apply_overrides, validate
+from lrtransfer.phases import Phase
 from lrtransfer.records import atomic
 from lrtransfer.scaling import expected_shift
 from lrtransfer.sweep.spec import DYNAMICS_ARM, SweepSpec, width_of
-
-Phase = Literal[1, 2, "dynamics"]  # a planned run's stage: phase 1, phase 2 (or the one phase), dynamics
-DYNAMICS: Phase = "dynamics"
 
 PLAN_COLUMNS = ("phase", "arm", "width_mult", "width", "lr", "fixed_lr", "seed", "config_hash", "folder")
 PLAN_FILE = "plan.csv"
@@ -32,15 +30,15 @@ PLAN_FILE = "plan.csv"
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One point of the sweep: `phase` is 1, 2 or "dynamics"; `fixed_lr` the effective LR of the
-    input, gain and bias parameters; `config` the resolved run config."""
+    """One point of the sweep: its `phase`; `fixed_lr` the effective LR of the input, gain and bias
+    parameters; `config` the resolved config (a built-in run, or a trial of a user objective)."""
 
     phase: Phase
     arm: str
     width_mult: float
     lr: float
     seed: int
-    config: RunConfig
+    config: TrialConfig
 
     @cached_property
     def config_hash(self) -> str:
@@ -62,7 +60,7 @@ def phase1(spec: SweepSpec) -> list[PlannedRun]:
     """Phase 1: per arm, the global LR (every parameter) at the base width. The Figure 6 arms
     (``warmup_arms``) have none: they share the frozen LR of `warmup_reference` (Appendix G.3.5)."""
     raw, grid = spec.base.raw(), spec.phase1_lrs or spec.lrs
-    return [_planned(raw, 1, arm, overrides, 1.0, lr, lr, seed)
+    return [_planned(raw, Phase.ONE, arm, overrides, 1.0, lr, lr, seed)
             for arm, overrides in spec.arm_overrides().items() if arm not in spec.warmup_arms
             for lr in grid for seed in spec.seeds]
 
@@ -89,7 +87,7 @@ def phase2(spec: SweepSpec, fixed_lrs: Mapping[str, float | None],
     arm's `fixed_lrs[arm]` frozen (None: as configured). Arms missing from `fixed_lrs` are left out.
     `lrs`: the LRs of each ``(arm, m)`` (spec ``bracket``: those run so far); default the whole grid."""
     raw = spec.base.raw()
-    return [_planned(raw, 2, arm, overrides, m, lr, fixed_lrs[arm], seed)
+    return [_planned(raw, Phase.TWO, arm, overrides, m, lr, fixed_lrs[arm], seed)
             for arm, overrides in spec.arm_overrides().items() if arm in fixed_lrs
             for m in spec.widths for lr in (spec.lrs if lrs is None else lrs.get((arm, m), ()))
             for seed in spec.seeds]
@@ -128,7 +126,7 @@ def refinement(spec: SweepSpec, arm: str, m: float, lrs: Sequence[float], seed: 
     """Phase-2 runs of one more ``seed`` at ``lrs`` of ``arm`` at width m (the refine stage: seeds
     where they decide a verdict)."""
     overrides = spec.arm_overrides()[arm]
-    return [_planned(spec.base.raw(), 2, arm, overrides, m, lr, fixed_lr, seed) for lr in lrs]
+    return [_planned(spec.base.raw(), Phase.TWO, arm, overrides, m, lr, fixed_lr, seed) for lr in lrs]
 
 
 def dynamics(spec: SweepSpec, lr: float) -> list[PlannedRun]:
@@ -136,7 +134,7 @@ def dynamics(spec: SweepSpec, lr: float) -> list[PlannedRun]:
     every parameter, so (η, λ) is identical at every width."""
     overrides = {"optim.lr_scaling": "none", "optim.wd_scaling": "standard"}
     raw = spec.base.raw()
-    return [_planned(raw, DYNAMICS, DYNAMICS_ARM, overrides, m, lr, lr, seed)
+    return [_planned(raw, Phase.DYNAMICS, DYNAMICS_ARM, overrides, m, lr, lr, seed)
             for m in spec.widths for seed in spec.seeds]
 
 
@@ -145,11 +143,11 @@ def figure5_partner(spec: SweepSpec, m: float, lr: float, fixed_lr: float | None
     standard arm's best over m: the same LR-WD product), with the independent arm's frozen LR. It
     is a phase-2 run of that arm, shared with phase 2 when its LR is on the grid."""
     overrides = spec.arm_overrides()["independent"]
-    return [_planned(spec.base.raw(), DYNAMICS, "independent", overrides, m, lr, fixed_lr, seed)
+    return [_planned(spec.base.raw(), Phase.DYNAMICS, "independent", overrides, m, lr, fixed_lr, seed)
             for seed in spec.seeds]
 
 
-def canonical(config: RunConfig) -> RunConfig:
+def canonical(config: TrialConfig) -> TrialConfig:
     """The same run with its 1×-irrelevant fields written one way, so equal runs share one hash.
 
     At m = 1 every width rule is a no-op: the LR divisor is 1 (`mup`, `sqrt`, `none` alike),
@@ -183,7 +181,7 @@ class PlanError(ValueError):
 
 
 def read_plan(out: Path) -> pd.DataFrame:
-    """`out/plan.csv` with its column types (phase: 1, 2 or "dynamics"); `PlanError` naming the file
+    """`out/plan.csv` with its column types (phase: a `Phase`'s text); `PlanError` naming the file
     if it is damaged (a re-run of the sweep rewrites it)."""
     path = Path(out) / PLAN_FILE
     if not path.is_file():
@@ -198,14 +196,15 @@ def read_plan(out: Path) -> pd.DataFrame:
     if missing := [c for c in PLAN_COLUMNS if c not in df]:
         raise PlanError(f"plan: {path} has no column {missing[0]!r} (damaged?); {fix}")
     try:
-        df["phase"] = [int(p) if p.isdigit() else p for p in df["phase"]]
+        if bad := sorted(set(df["phase"]) - set(Phase)):
+            raise ValueError(f"phase {bad[0]!r} is not one of {'|'.join(Phase)}")
         return df.astype({"width_mult": "float64", "width": "int64", "lr": "float64", "fixed_lr": "float64",
                           "seed": "int64"})
     except (ValueError, TypeError, AttributeError) as err:  # an empty or non-numeric cell
         raise PlanError(f"plan: {path} holds a value of the wrong type ({err}); {fix}") from None
 
 
-def _planned(raw: dict[str, Any], phase: int | str, arm: str, overrides: Mapping[str, Any], m: float,
+def _planned(raw: dict[str, Any], phase: Phase, arm: str, overrides: Mapping[str, Any], m: float,
              lr: float, fixed_lr: float | None, seed: int) -> PlannedRun:
     """Resolve one point: the arm's overrides, then the plan's width, LRs and seed."""
     base_width = validate(apply_overrides(raw, overrides)).model.base_width

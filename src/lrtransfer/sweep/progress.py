@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from lrtransfer.records import store
-from lrtransfer.records.store import DONE, FAILED
+from lrtransfer.records.store import DONE, FAILED, SKIPPED
 from lrtransfer.sweep.tasks import Outcome, Task, by_cost
 from lrtransfer.training.progress import duration
 
@@ -142,7 +142,7 @@ def result_text(outcome: Outcome) -> str:
     if outcome.status == FAILED:
         error = (outcome.error or "").splitlines()[0] if outcome.error else "no error recorded"
         return f"FAILED: {error[:160]}"
-    return "already finished" if outcome.status == "skipped" else f"{outcome.status}{took}"
+    return "already finished" if outcome.status == SKIPPED else f"{outcome.status}{took}"
 
 
 class SweepProgress:

@@ -60,7 +60,7 @@ class RayExecutor:
         with SweepProgress(label, tasks, self.workers, self.progress) as bar:
             for task in by_cost(tasks):
                 if reconcile(task.folder, db, task.config, task.sweep) is not None:  # finished before
-                    outcomes.append(Outcome(task, "skipped"))
+                    outcomes.append(Outcome(task, store.SKIPPED))
                     bar.advance(outcomes[-1])
                     continue
                 run_id = db.start_run(task.config, sweep=task.sweep)

@@ -1,6 +1,6 @@
-"""Run a sweep: plan a stage, dispatch its not-yet-finished runs, pick LRs, plan the next stage.
+"""Run a sweep: its stages (`sweep.stages`) train their rounds here, on an executor, into one folder.
 
-Stages: phase 1 (two-phase protocol only) → phase 2 → dynamics (optional). The sweep folder holds
+Stages: phase 1 (two-phase protocol only) → phase 2 → refine → dynamics (optional). The sweep folder holds
 `sweep.yaml` (the resolved spec), `plan.csv` (every row planned so far), `runs.db` (the store) and
 `runs/<config_hash>/` (one folder per distinct run). Everything is keyed by config hash, so a
 re-run trains only what is missing: a killed sweep loses at most its runs in flight, and a local
@@ -15,34 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from pydantic import ValidationError
 
-from lrtransfer.analysis.picks import (
-    bracket_extensions,
-    dynamics_lr,
-    figure5_lrs,
-    phase1_edges,
-    phase1_picks,
-    refine_points,
-)
-from lrtransfer.config import ConfigError, RunConfig, format_errors
+from lrtransfer.config import ConfigError, format_errors
 from lrtransfer.data import ensure_corpora
+from lrtransfer.phases import Phase
 from lrtransfer.records import atomic, store
 from lrtransfer.sweep.lock import folder_lock
 from lrtransfer.sweep.placement import Placement
-from lrtransfer.sweep.plan import (
-    PlannedRun,
-    dynamics,
-    figure5_partner,
-    first_brackets,
-    frozen_lrs,
-    phase1,
-    phase2,
-    plan_frame,
-    refinement,
-    write_plan,
-)
+from lrtransfer.sweep.plan import PlannedRun, plan_frame, write_plan
 from lrtransfer.sweep.spec import SPEC_FILE, SweepSpec, dump_spec, load_spec
+from lrtransfer.sweep.stages import run_stages
 from lrtransfer.sweep.tables import STORE_FILE, join_store
 from lrtransfer.sweep.tasks import Executor, Outcome, Task
 
@@ -109,22 +93,14 @@ def _run(spec: SweepSpec, out: Path, executor: Executor, on_stage: Callable[[str
     atomic.write_text(out / SPEC_FILE, dump_spec(spec))
     report = SweepReport(out)
     with executor as ex:
-        stage = _Stage(spec, out, store.open(out / STORE_FILE), ex, report, on_stage)
-        fixed: dict[str, float | None] = dict.fromkeys(spec.arm_overrides())
-        if spec.protocol == "two_phase":
-            picked = stage.run(phase1(spec), "phase 1")
-            report.warnings += phase1_edges(picked)
-            fixed = frozen_lrs(spec, stage.pick(picked, "phase 2 (no finished phase-1 run)"))
-        done = stage.run_phase2(fixed)
-        if spec.refine:
-            done = stage.refine(fixed)
-        if spec.dynamics:
-            stage.run_dynamics(done, fixed)
+        run_stages(spec, _Trainer(spec, out, store.open(out / STORE_FILE), ex, report, on_stage))
     return report
 
 
 @dataclass
-class _Stage:
+class _Trainer:
+    """What the stages train with (`stages.Trainer`): the plan, the store, the executor, the report."""
+
     spec: SweepSpec
     out: Path
     db: store.RunStore
@@ -132,85 +108,40 @@ class _Stage:
     report: SweepReport
     on_stage: Callable[[str], None] | None = None
 
-    def run(self, runs: list[PlannedRun], label: str):
+    @property
+    def notes(self) -> list[str]:
+        return self.report.notes
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.report.warnings
+
+    @property
+    def refined(self) -> int:
+        return self.report.refined
+
+    @refined.setter
+    def refined(self, count: int) -> None:
+        self.report.refined = count
+
+    def train(self, runs: list[PlannedRun], label: str) -> pd.DataFrame:
         """Add `runs` to the plan, train the distinct ones not finished yet; their results rows."""
         self.report.planned += runs
         write_plan(self.out, self.report.planned)
         tasks = {r.config_hash: self._task(r) for r in runs if not self.db.is_finished(r.config_hash)}
-        # fetch once, before the workers
-        ensure_corpora(r.config.data for r in runs if r.config_hash in tasks and isinstance(r.config, RunConfig))
+        ensure_corpora(data for r in runs if r.config_hash in tasks for data in r.config.corpora())  # once, here
         outcomes = self.executor.run(list(tasks.values()), label)
         self.report.outcomes += outcomes
         if outcomes and self.on_stage is not None:
             self.on_stage(label)
         return join_store(plan_frame(runs), self.db, self.out)
 
-    def run_phase2(self, fixed: Mapping[str, float | None]):
-        """Phase 2 on the whole grid, or (spec ``bracket``) adaptively: each curve starts from the
-        `bracket` grid LRs around its expected optimum and grows by one LR a round while its best
-        LR is at its edge. The expected optimum moves the base width's best LR (the frozen phase-1
-        pick; in one phase, the best of the base width's own curve, run on the whole grid first) by
-        the arm's `expected_shifts` per width doubling. All phase-2 results."""
-        spec = self.spec
-        if spec.bracket is None:
-            return self.run(phase2(spec, fixed), "phase 2")
-        lrs: dict[tuple[str, float], list[float]] = {}
-        centers = dict(fixed)
-        if spec.protocol == "one_phase":
-            base = min(spec.widths)
-            lrs = {(arm, base): list(spec.lrs) for arm in fixed}
-            centers = self.pick(self.run(phase2(spec, fixed, lrs), "phase 2 (base width)"), "phase 2 (no base run)")
-        new = first_brackets(spec, {arm: centers[arm] for arm in fixed if arm in centers}, skip=list(lrs))
-        for k in range(len(spec.lrs)):  # each round adds an LR per unbracketed curve: the grid bounds the rounds
-            self.run(phase2(spec, fixed, new), "phase 2" if k == 0 else f"phase 2 (more LRs, round {k + 1})")
-            new = bracket_extensions(self.phase2_results(), spec.lrs)
-            if not new:
-                break
-        return self.phase2_results()
-
-    def refine(self, fixed: Mapping[str, float | None]):
-        """The refine stage (spec ``refine``): rounds of one more seed at the LRs around each
-        inconclusive arm's optimum at the base and widest widths, until every verdict is decisive,
-        ``refine`` rounds are done or ``refine_budget`` runs were added; all phase-2 results."""
-        budget, done = self.spec.refine_budget, self.phase2_results()
-        for k in range(self.spec.refine):
-            seed = max(self.spec.seeds) + 1 + k
-            runs = [r for arm, m, lrs in refine_points(done) if arm in fixed
-                    for r in refinement(self.spec, arm, m, lrs, seed, fixed[arm])][:budget]
-            if not runs:
-                break
-            budget -= len(runs)
-            self.report.refined += len(runs)
-            self.run(runs, f"refine {k + 1}")
-            done = self.phase2_results()
-        return done
-
-    def phase2_results(self):
-        planned = [r for r in self.report.planned if r.phase == 2]
+    def results(self, phase: Phase) -> pd.DataFrame:
+        planned = [r for r in self.report.planned if r.phase == phase]
         return join_store(plan_frame(planned), self.db, self.out)
 
-    def run_dynamics(self, done, fixed: Mapping[str, float | None]) -> None:
-        """The dynamics stage: the no-muP runs at the standard arm's best (η, λ) at the widest width
-        after μP scaling (G.3.3) and the independent partner of the Figure 5 pair (G.3.4)."""
-        lr, pair = dynamics_lr(done), figure5_lrs(done)
-        if lr is None or pair is None:
-            self.report.notes.append("dynamics: not planned (no finished phase-2 standard run)")
-            return
-        m, _, partner_lr = pair
-        runs = dynamics(self.spec, lr)
-        if "independent" in self.spec.rules and "independent" in fixed:
-            runs += figure5_partner(self.spec, m, partner_lr, fixed["independent"])
-        self.run(runs, "dynamics")
-
-    def pick(self, frame, missing: str) -> dict[str, float]:
-        """The best LR per arm of `frame`; an arm with none is noted as `missing`."""
-        best = phase1_picks(frame)
-        self.report.notes += [f"arm {arm}: not planned in {missing}" for arm in dict.fromkeys(frame["arm"])
-                              if arm not in best]
-        return best
-
     def _task(self, run: PlannedRun) -> Task:
-        label = f"phase {run.phase} {run.arm} {run.width_mult:g}x lr={run.lr:g} seed {run.seed}"
+        label = f"{run.phase.title} {run.arm} {run.width_mult:g}x lr={run.lr:g} seed {run.seed}"
         folder = os.path.abspath(self.out / run.folder)  # an objective that changes directory writes here all the same
         return Task(config=run.config.to_dict(), config_hash=run.config_hash, folder=folder, store=str(self.db.path),
                     sweep=self.spec.name, label=label, phase=run.phase, arm=run.arm, timeout_s=self.spec.timeout)

@@ -22,6 +22,7 @@ import pandas as pd
 import yaml
 
 from lrtransfer.analysis.picks import phase1_picks
+from lrtransfer.phases import Phase
 from lrtransfer.records import store
 from lrtransfer.records.store import DIVERGED, DONE, FAILED, PENDING, RUNNING
 from lrtransfer.sweep.plan import PLAN_FILE
@@ -30,7 +31,6 @@ from lrtransfer.sweep.tables import STORE_FILE, results
 from lrtransfer.training.progress import duration
 
 COUNTED = (DONE, DIVERGED, FAILED, RUNNING, PENDING)
-STAGE_NAMES = {1: "phase 1", 2: "phase 2", "dynamics": "dynamics"}
 
 
 @dataclass
@@ -69,19 +69,19 @@ def sweep_status(dir: str | Path, now: float | None = None) -> SweepStatus:
     first = df.drop_duplicates("config_hash")  # the stage that planned a run first trained it
     stages = [_stage_row(phase, rows, first[first["phase"] == phase], now) for phase, rows
               in df.groupby("phase", sort=False)]
-    planned = {str(p) for p in df["phase"]}
-    phase1 = df[df["phase"] == 1]
+    planned = set(df["phase"])
+    phase1 = df[df["phase"] == Phase.ONE]
     finished = len(phase1) and not phase1["status"].isin([RUNNING, PENDING]).any()
     return SweepStatus(dir=dir, name=str(spec.get("name", dir.name)), stages=pd.DataFrame(stages),
-                       unplanned=[STAGE_NAMES[s] for s in _spec_stages(spec) if str(s) not in planned],
+                       unplanned=[s.title for s in _spec_stages(spec) if s not in planned],
                        best=phase1_picks(phase1) if finished else {}, distinct=df["config_hash"].nunique(),
-                       running=[_in_flight(row, now) for row in first[first["status"] == "running"].itertuples()])
+                       running=[_in_flight(row, now) for row in first[first["status"] == RUNNING].itertuples()])
 
 
 def _stage_row(phase, rows: pd.DataFrame, owned: pd.DataFrame, now: float) -> dict:
     runs = rows.drop_duplicates("config_hash")
     counts = runs["status"].value_counts()
-    return {"stage": STAGE_NAMES.get(phase, str(phase)), "runs": len(runs),
+    return {"stage": Phase(phase).title, "runs": len(runs),
             **{s: int(counts.get(s, 0)) for s in COUNTED}, "elapsed_s": _elapsed(owned, now)}
 
 
@@ -97,7 +97,7 @@ def _elapsed(runs: pd.DataFrame, now: float) -> float:
 def _in_flight(row, now: float) -> str:
     """``phase 2 independent 4x lr=0.004 seed 0: step 340/1000, last logged 2s ago``."""
     folder = Path(row.folder)
-    label = f"{STAGE_NAMES.get(row.phase, row.phase)} {row.arm} {row.width_mult:g}x lr={row.lr:g} seed {row.seed}"
+    label = f"{Phase(row.phase).title} {row.arm} {row.width_mult:g}x lr={row.lr:g} seed {row.seed}"
     metrics, config = folder / "metrics.jsonl", folder / "config.yaml"
     if not metrics.is_file():
         return f"{label}: starting"
@@ -125,8 +125,9 @@ def _spec(dir: Path) -> dict:
     return read_written_spec(dir) if (dir / SPEC_FILE).exists() else {}
 
 
-def _spec_stages(spec: dict) -> list:
+def _spec_stages(spec: dict) -> list[Phase]:
     """The stages the sweep's spec will plan (phase 1 only for the two-phase protocol)."""
     if not spec:
         return []
-    return [1] * (spec.get("protocol", "two_phase") == "two_phase") + [2] + ["dynamics"] * bool(spec.get("dynamics"))
+    two_phase = spec.get("protocol", "two_phase") == "two_phase"
+    return [Phase.ONE] * two_phase + [Phase.TWO] + [Phase.DYNAMICS] * bool(spec.get("dynamics"))

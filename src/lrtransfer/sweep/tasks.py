@@ -8,6 +8,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from lrtransfer.phases import Phase
+from lrtransfer.records.store import SKIPPED
+
 
 @dataclass(frozen=True)
 class Task:
@@ -19,7 +22,7 @@ class Task:
     store: str  # path of the sweep's runs.db
     sweep: str  # the sweep's name, recorded in the store
     label: str  # where it was planned, for messages: "phase 2 independent 4× lr=0.004 seed 0"
-    phase: int | str | None = None  # where the plan first put the run (a user objective sees it as trial.phase)
+    phase: Phase | None = None  # where the plan first put the run (a user objective sees it as trial.phase)
     arm: str | None = None
     timeout_s: float | None = None  # seconds the run may take before the local executor stops it (spec `timeout`)
 
@@ -64,7 +67,7 @@ def by_cost(tasks: Iterable[Task]) -> list[Task]:
 
 def outcome_of(task: Task, summary: dict[str, Any]) -> Outcome:
     """The outcome of a run that returned `summary` (train()'s, possibly of a run finished before)."""
-    status = "skipped" if "skipped" in summary else summary["status"]
+    status = SKIPPED if SKIPPED in summary else summary["status"]
     return Outcome(task, status, summary.get("error"), loss=_number(summary.get("final_train_loss")),
                    wall_s=_number(summary.get("wall_s")))
 

@@ -29,6 +29,7 @@ import torch
 
 from lrtransfer.config import validate
 from lrtransfer.objectives import ObjectiveError
+from lrtransfer.phases import Phase
 from lrtransfer.records import store
 from lrtransfer.records.record import RunRecords
 from lrtransfer.sweep.tasks import Task
@@ -115,7 +116,7 @@ def run_task(task: Task) -> dict[str, Any]:
     return run_planned(config, task.folder, store=db, sweep=task.sweep, phase=task.phase, arm=task.arm).summary
 
 
-def train_detached(config: dict[str, Any], threads: int, phase: int | str | None = None,
+def train_detached(config: dict[str, Any], threads: int, phase: Phase | None = None,
                    arm: str | None = None) -> RunRecords:
     """Train one run in a temporary folder without a store (a Ray task); return its records, for
     the driver to write into the run folder and the store."""

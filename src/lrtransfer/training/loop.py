@@ -22,7 +22,7 @@ from lrtransfer.data import TextDataConfig
 from lrtransfer.records import atomic, checkpoint
 from lrtransfer.records.record import ALIGNMENT, CONFIG, METRICS, SUMMARY, RunRecords, reconcile, record_run
 from lrtransfer.records.runlog import MetricLog, truncate_from
-from lrtransfer.records.store import DIVERGED, DONE, FAILED
+from lrtransfer.records.store import DIVERGED, DONE, FAILED, SKIPPED
 from lrtransfer.training.distributed import Dist, init_distributed, resolve_device, shutdown
 from lrtransfer.training.progress import progress_bar
 from lrtransfer.training.setup import Parts, build_parts
@@ -59,7 +59,7 @@ def run(config: RunConfig, out: str | Path, *, store=None, sweep: str | None = N
     finished = dist.broadcast(None if force or not dist.is_main else reconcile(out, store, config.to_dict(), sweep))
     if finished is not None:
         shutdown(dist)
-        return RunRecords({**finished, "skipped": "already finished; pass force=True (--force) to re-run"})
+        return RunRecords({**finished, SKIPPED: "already finished; pass force=True (--force) to re-run"})
     run_id = _start(config, out, store, sweep, tags, force) if dist.is_main else None
     try:
         records = _train(config, out, device, dist, progress)
