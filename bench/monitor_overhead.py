@@ -36,9 +36,10 @@ def make_step(model, opt, tokens):
     return step
 
 
-def timed(step, ctx) -> float:
-    """Wall seconds of one step inside ``ctx`` (synchronising CUDA, so the GPU work is counted)."""
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+def timed(step, ctx, sync=None) -> float:
+    """Wall seconds of one step inside ``ctx``; ``sync`` waits for outstanding work before and after
+    (default: CUDA's, so the GPU work is counted; a process group's barrier under FSDP2)."""
+    sync = sync or (torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None))
     sync()
     t0 = time.perf_counter()
     with ctx:
@@ -47,14 +48,15 @@ def timed(step, ctx) -> float:
     return time.perf_counter() - t0
 
 
-def paired_times(step, monitor, steps: int) -> list[tuple[int, float, float]]:
-    """(monitor step number, seconds with the monitor, seconds of the adjacent plain step)."""
+def paired_times(step, monitor, steps: int, sync=None) -> list[tuple[int, float, float]]:
+    """(monitor step number, seconds with the monitor, seconds of the adjacent plain step), in a
+    random order per pair that is the same on every rank (seed 0)."""
     pairs, coin = [], random.Random(0)
     for s in range(steps):
         if coin.random() < 0.5:
-            off, on = timed(step, contextlib.nullcontext()), timed(step, monitor.step(s))
+            off, on = timed(step, contextlib.nullcontext(), sync), timed(step, monitor.step(s), sync)
         else:
-            on, off = timed(step, monitor.step(s)), timed(step, contextlib.nullcontext())
+            on, off = timed(step, monitor.step(s), sync), timed(step, contextlib.nullcontext(), sync)
         pairs.append((s, on, off))
     return pairs
 

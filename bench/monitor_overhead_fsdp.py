@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import random
 import socket
-import time
 
 import torch
 import torch.distributed as dist
@@ -26,29 +24,7 @@ from torch.distributed.fsdp import fully_shard
 
 from lrtransfer.models.llama import Llama, LlamaConfig
 from lrtransfer.monitor import AlignmentMonitor
-from monitor_overhead import make_step, report  # the single-process bench beside this file
-
-
-def timed(step, ctx) -> float:
-    """Wall seconds of one step inside ``ctx``, every rank starting together."""
-    dist.barrier()
-    t0 = time.perf_counter()
-    with ctx:
-        step()
-    dist.barrier()
-    return time.perf_counter() - t0
-
-
-def paired_times(step, monitor, steps: int) -> list[tuple[int, float, float]]:
-    """(monitor step number, seconds with the monitor, seconds of the adjacent plain step); same order on every rank."""
-    pairs, coin = [], random.Random(0)
-    for s in range(steps):
-        if coin.random() < 0.5:
-            off, on = timed(step, contextlib.nullcontext()), timed(step, monitor.step(s))
-        else:
-            on, off = timed(step, monitor.step(s)), timed(step, contextlib.nullcontext())
-        pairs.append((s, on, off))
-    return pairs
+from monitor_overhead import make_step, paired_times, report, timed  # the single-process bench beside this file
 
 
 def worker(rank: int, args, port: int) -> None:
@@ -67,8 +43,8 @@ def worker(rank: int, args, port: int) -> None:
         step = make_step(model, opt, tokens)
         monitor = AlignmentMonitor(model, every=args.every)
         for _ in range(args.warmup):
-            timed(step, contextlib.nullcontext())
-        pairs = paired_times(step, monitor, args.steps)
+            timed(step, contextlib.nullcontext(), dist.barrier)
+        pairs = paired_times(step, monitor, args.steps, sync=dist.barrier)
         if rank == 0:
             print(f"FSDP2 fully_shard per block + root, {args.world} gloo processes x {args.threads} threads, "
                   f"global batch {args.batch} ({local} per rank); rank 0's times:")
