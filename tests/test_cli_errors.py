@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from lrtransfer.cli import app
 from lrtransfer.config import resolve
 from lrtransfer.data.fingerprint import CorpusWarning
+from lrtransfer.objectives.trial import run_planned
 from lrtransfer.records import jsonl, store
 from lrtransfer.records.record import METRICS
 from lrtransfer.study import report as study_report
@@ -32,7 +33,6 @@ from lrtransfer.sweep.lock import folder_lock
 from lrtransfer.sweep.plan import phase1, write_plan
 from lrtransfer.sweep.spec import dump_spec
 from lrtransfer.training import train
-from lrtransfer.trial import run_planned
 
 TINY = ["run.steps=2", "run.checkpoint_every=0", "run.eval_every=0", "monitor.every=1"]
 TRAIN = ["train", "--preset", "lm-tiny", *TINY]

@@ -15,12 +15,12 @@ import pytest
 from torch import nn
 
 import lrtransfer
-from lrtransfer.command import argv, reported
-from lrtransfer.command_env import LOSSES, trial_env
 from lrtransfer.config import validate
+from lrtransfer.objectives.command import argv, reported
+from lrtransfer.objectives.script import LOSSES, trial_env
+from lrtransfer.objectives.trial import run_trial
 from lrtransfer.records import jsonl, store
 from lrtransfer.sweep import SpecError, load_spec
-from lrtransfer.trial import run_trial
 
 # A training script that knows nothing of lrtransfer: it appends JSON lines to $LRTRANSFER_LOSSES.
 SCRIPT = textwrap.dedent("""\
@@ -59,7 +59,7 @@ def script(tmp_path):
 
 
 def config(command: str, **params):
-    return validate({"objective": "lrtransfer.command:objective", "params": {"command": command, **params},
+    return validate({"objective": "lrtransfer.objectives.command:objective", "params": {"command": command, **params},
                      "model": {"width": 32, "base_width": 16},
                      "optim": {"lr": 4e-3, "fixed_lr": 1e-2, "weight_decay": 0.1, "wd_scaling": "standard"},
                      "run": {"seed": 3, "steps": 8, "final_window": 2}})
@@ -179,8 +179,8 @@ def test_a_killed_worker_stops_its_command(tmp_path):
     sleeper = f"{sys.executable} -c 'import os, time; open(\"pid\", \"w\").write(str(os.getpid())); time.sleep(120)'"
     runner = textwrap.dedent(f"""\
         from lrtransfer.config import validate
-        from lrtransfer.trial import run_trial
-        cfg = validate({{"objective": "lrtransfer.command:objective", "params": {{"command": {sleeper!r}}},
+        from lrtransfer.objectives.trial import run_trial
+        cfg = validate({{"objective": "lrtransfer.objectives.command:objective", "params": {{"command": {sleeper!r}}},
                          "model": {{"width": 16, "base_width": 16}}}})
         run_trial(cfg, {str(tmp_path / "run")!r})
     """)

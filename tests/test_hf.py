@@ -25,8 +25,8 @@ from lrtransfer.integrations import transformers as hf
 from lrtransfer.models.llama import Llama
 from lrtransfer.models.llama import LlamaConfig as OurLlamaConfig
 from lrtransfer.monitor import AlignmentMonitor, read_records
+from lrtransfer.objectives.trial import Trial, run_trial, seed_everything
 from lrtransfer.records import jsonl, store
-from lrtransfer.trial import Trial, run_trial, seed_everything
 
 VOCAB, SEQ, LR, WD, FIXED_LR = 64, 8, 1e-2, 0.1, 2e-2
 

@@ -13,9 +13,9 @@ import pytest
 
 import lrtransfer
 from lrtransfer.config import validate
+from lrtransfer.objectives.trial import run_trial
 from lrtransfer.records import jsonl, store
 from lrtransfer.sweep import SpecError, load_spec, results
-from lrtransfer.trial import run_trial
 
 HERE = Path(__file__).parent
 

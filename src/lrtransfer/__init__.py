@@ -16,10 +16,11 @@ The public API in one place:
 
 from lrtransfer import schedules, theory
 from lrtransfer.analysis import best_lrs, verdicts
-from lrtransfer.command_env import CommandTrial, command_trial, report_loss
 from lrtransfer.config import RunConfig, resolve
 from lrtransfer.coord import coord_check
 from lrtransfer.monitor import AlignmentMonitor
+from lrtransfer.objectives.script import CommandTrial, command_trial, report_loss
+from lrtransfer.objectives.trial import Trial, TrialDiverged
 from lrtransfer.records import store
 from lrtransfer.scaling import (
     ParamInfo,
@@ -32,7 +33,6 @@ from lrtransfer.scaling import (
 from lrtransfer.study import Study
 from lrtransfer.sweep import results, run_sweep
 from lrtransfer.training import train
-from lrtransfer.trial import Trial, TrialDiverged
 
 __version__ = "0.1.0"
 

@@ -25,10 +25,10 @@ from pydantic import Field, ValidationError
 from lrtransfer.config import format_errors
 from lrtransfer.data import TextDataConfig
 from lrtransfer.integrations import transformers as hf  # first: a clear error when transformers is missing
+from lrtransfer.objectives.trial import Trial
 from lrtransfer.scaling import describe_groups
 from lrtransfer.schedules import lambda_lr
 from lrtransfer.strict import Strict
-from lrtransfer.trial import Trial
 
 GROUPS_FILE = "param_groups.csv"  # the table of parameter groups, in each trial's folder
 # Set by the objective from the trial and the data; a config that sets one is an error.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lrtransfer import analysis, sweep
-from lrtransfer.objectives import objective_ref
+from lrtransfer.objectives.load import objective_ref
 from lrtransfer.study.catalogue import study_names, study_spec
 from lrtransfer.study.report import write_study_report
 

@@ -26,7 +26,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from lrtransfer.config import ConfigError
-from lrtransfer.objectives import ObjectiveError
+from lrtransfer.objectives.load import ObjectiveError
 from lrtransfer.records import store
 from lrtransfer.records.record import RunRecords, record_run
 from lrtransfer.sweep import worker

@@ -17,8 +17,6 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from lrtransfer.command import OBJECTIVE as COMMAND_OBJECTIVE
-from lrtransfer.command import OWN_PARAMS, check_command
 from lrtransfer.config import (
     ConfigError,
     Strict,
@@ -29,7 +27,9 @@ from lrtransfer.config import (
     preset_dict,
     validate,
 )
-from lrtransfer.objectives import ObjectiveError, importable, load_objective
+from lrtransfer.objectives.command import OBJECTIVE as COMMAND_OBJECTIVE
+from lrtransfer.objectives.command import OWN_PARAMS, check_command
+from lrtransfer.objectives.load import ObjectiveError, importable, load_objective
 from lrtransfer.records.jsonl import jsonable
 from lrtransfer.scaling import WD_RULES
 
@@ -85,7 +85,7 @@ class BaseSpec(Strict):
     inline: dict[str, Any] | None = Field(None, description="A run config written out in the spec.")
     objective: str | None = Field(None, description="A user objective 'package.module:function' (lrtransfer.Trial).")
     command: str | None = Field(None, description="A command that trains one trial, {lr}, {width}, {folder}, … and "
-                                "params filled in (lrtransfer.command).")
+                                "params filled in (lrtransfer.objectives.command).")
     losses: str | None = Field(None, description="With command: the JSON-lines file, in the run folder, the "
                                "command reports its losses to (default: lrtransfer.report_loss's).")
     base_width: int | None = Field(None, gt=0, description="The objective's base width (width = m × base_width).")

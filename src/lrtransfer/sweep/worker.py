@@ -28,12 +28,12 @@ from typing import Any
 import torch
 
 from lrtransfer.config import validate
-from lrtransfer.objectives import ObjectiveError
+from lrtransfer.objectives.load import ObjectiveError
+from lrtransfer.objectives.trial import run_planned
 from lrtransfer.phases import Phase
 from lrtransfer.records import store
 from lrtransfer.records.record import RunRecords
 from lrtransfer.sweep.tasks import Task
-from lrtransfer.trial import run_planned
 
 OUTPUT = "output.log"  # a task's stdout and stderr, in its run folder
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -30,13 +30,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lrtransfer.command_env import VALUES, as_text, trial_env
+from lrtransfer.objectives.script import VALUES, as_text, trial_env
 from lrtransfer.records import jsonl
 
 if TYPE_CHECKING:
-    from lrtransfer.trial import Trial
+    from lrtransfer.objectives.trial import Trial
 
-OBJECTIVE = "lrtransfer.command:objective"
+OBJECTIVE = "lrtransfer.objectives.command:objective"
 OWN_PARAMS = ("command", "losses")  # params of the objective itself; the others fill the command
 LOSSES_FILE = "losses.jsonl"
 STDOUT, STDERR = "command.out", "command.err"

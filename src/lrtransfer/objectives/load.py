@@ -1,7 +1,7 @@
 """User objectives named by module path ('package.module:function'): load one, name one, and make
 the folders they live in importable here and in worker processes.
 
-Kept apart from `lrtransfer.trial` (which runs trials) so that the sweep spec and the study can name
+Kept apart from `lrtransfer.objectives.trial` (which runs trials) so that the sweep spec and the study can name
 and check an objective without importing the training code.
 """
 

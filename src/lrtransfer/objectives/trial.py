@@ -33,7 +33,7 @@ from torch import nn
 
 from lrtransfer.config import ObjectiveConfig, TrialConfig, dump_yaml
 from lrtransfer.monitor import AlignmentMonitor, NullMonitor
-from lrtransfer.objectives import ObjectiveError, load_objective
+from lrtransfer.objectives.load import ObjectiveError, load_objective
 from lrtransfer.phases import Phase
 from lrtransfer.records import atomic, checkpoint, jsonl
 from lrtransfer.records.record import ALIGNMENT, CONFIG, METRICS, RunRecords, reconcile, record_run

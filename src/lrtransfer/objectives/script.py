@@ -1,5 +1,5 @@
 """The contract between a command objective and the script it launches: ``LRTRANSFER_*`` variables
-in, a losses file out (the study's side: `lrtransfer.command`).
+in, a losses file out (the study's side: `lrtransfer.objectives.command`).
 
 Inside the script, under any launcher::
 
