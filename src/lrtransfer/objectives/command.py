@@ -2,9 +2,9 @@
 
 ``base: {command: "torchrun --standalone --nproc_per_node=2 -m train --lr={lr} --width={width}
 --out={folder}", base_width: 64}`` is this module's `objective` with the command in its params.
-For each trial it fills the ``{name}`` fields from the trial's values (`command_env.VALUES`) and
+For each trial it fills the ``{name}`` fields from the trial's values (`script.VALUES`) and
 the spec's params, runs the command in the run folder with the ``LRTRANSFER_*`` variables
-(`command_env`), its output in ``command.out``/``command.err`` there, and watches the losses file
+(`script`), its output in ``command.out``/``command.err`` there, and watches the losses file
 the script appends to (`lrtransfer.report_loss`): a loss that diverges stops the command at once.
 When the command ends, every reported row goes to `Trial.log`, so recording, divergence, resume and
 status are those of any objective. A non-zero exit is ``failed`` with the tail of its stderr.
@@ -79,7 +79,7 @@ def argv(command: str, values: Mapping[str, Any]) -> list[str]:
 
 
 def trial_values(trial: Trial, losses: Path) -> dict[str, Any]:
-    """`command_env.VALUES` of a trial."""
+    """`script.VALUES` of a trial."""
     values = {name: getattr(trial, name) for name in VALUES if name not in ("no_decay", "losses", "folder")}
     return {**values, "no_decay": trial.config.optim.no_decay, "folder": trial.folder.resolve(), "losses": losses}
 
